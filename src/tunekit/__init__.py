@@ -1,0 +1,3 @@
+"""tunekit: drop-in training objectives and fine-tuning tricks for transformer models."""
+
+__version__ = "0.1.0"

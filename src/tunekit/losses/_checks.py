@@ -1,0 +1,96 @@
+"""Input validation shared by every objective. User errors are `ValueError`s that name the bad value."""
+
+from __future__ import annotations
+
+import numbers
+import os
+
+import torch
+from torch import Tensor
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def debug_checks_enabled(device: torch.device) -> bool:
+    """Value checks that need a device sync run always on CPU, on accelerators only with TUNEKIT_DEBUG=1."""
+    return device.type == "cpu" or os.environ.get("TUNEKIT_DEBUG", "") not in ("", "0")
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_fraction(name: str, value: float, *, zero_ok: bool, one_ok: bool) -> None:
+    """Check that `value` is a real number in [0, 1], with the ends allowed as the flags say."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value <= 1
+    if not ok or (value == 0 and not zero_ok) or (value == 1 and not one_ok):
+        interval = f"{'[' if zero_ok else '('}0, 1{']' if one_ok else ')'}"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+
+
+def check_logits_and_target(logits: Tensor, target: Tensor, *, what: str = "logits") -> int:
+    """Check logits (..., V) against integer targets (...); return V."""
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        raise ValueError(f"{what} must be a floating-point tensor, got {_describe(logits)}")
+    if (
+        not isinstance(target, Tensor)
+        or target.is_floating_point()
+        or target.is_complex()
+        or (target.dtype == torch.bool)
+    ):
+        raise ValueError(f"target must be an integer tensor of class indices, got {_describe(target)}")
+    if logits.dim() == 0 or tuple(logits.shape[:-1]) != tuple(target.shape):
+        raise ValueError(
+            f"{what} of shape {tuple(logits.shape)} need target of shape {tuple(logits.shape[:-1])} "
+            f"(all but the last dimension), got target of shape {tuple(target.shape)}"
+        )
+    if logits.device != target.device:
+        raise ValueError(f"{what} are on {logits.device} but target is on {target.device}")
+    return logits.shape[-1]
+
+
+def check_target_range(target: Tensor, num_classes: int, ignore_index: int) -> None:
+    if target.numel() == 0 or not debug_checks_enabled(target.device):
+        return
+    bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
+    if bad.any():
+        value = target[bad][0].item()
+        raise ValueError(
+            f"target contains {value}, outside [0, {num_classes}) and not ignore_index={ignore_index}"
+        )
+
+
+def check_num_items(num_items_in_batch: int | Tensor | None, reduction: str) -> None:
+    if num_items_in_batch is None:
+        return
+    if reduction == "none":
+        raise ValueError("num_items_in_batch divides a summed loss; it cannot be used with reduction='none'")
+    if isinstance(num_items_in_batch, Tensor):
+        if num_items_in_batch.numel() != 1:
+            raise ValueError(
+                f"num_items_in_batch must be a single number, got shape {num_items_in_batch.shape}"
+            )
+        if not debug_checks_enabled(num_items_in_batch.device):
+            return
+        value = num_items_in_batch.item()
+    else:
+        value = num_items_in_batch
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
+        raise ValueError(f"num_items_in_batch must be a non-negative number, got {num_items_in_batch!r}")
+
+
+def check_positive_int(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_epoch(epoch: float) -> None:
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Real) or not epoch >= 1:
+        raise ValueError(f"epoch is counted from 1 and must be a number >= 1, got {epoch!r}")
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"a {value.dtype} tensor"
+    return type(value).__name__

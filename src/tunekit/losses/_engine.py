@@ -1,0 +1,334 @@
+"""The chunked engine that every token-level objective plugs into.
+
+An objective supplies its per-token math (`token_math.py`: loss and d loss / d logits of a chunk of rows) and
+a list of `Segment`s saying which vocabulary columns each supervised token is scored against. The engine
+walks the segments chunk by chunk, reading candidate logits from a `LogitsSource` (materialised logits) or
+a `LinearSource` (`hidden @ weight.T + bias` computed per chunk, never tokens x vocab), and computes the
+gradient during the forward pass, as Liger-Kernel's chunked losses do. What autograd keeps between forward
+and backward is the gradient itself, not logits-sized activations; nothing beyond it and O(chunk) scratch is
+allocated (a loss scale other than 1 costs one more gradient-sized product in backward).
+
+With reduction="none" the per-token weights of the backward pass (its incoming gradient) are not known in
+forward, so forward computes only the losses and backward runs the chunks again with those weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ._reduction import reduce_token_losses, token_weights
+
+# Logits path: elements of one (rows x candidates) chunk. 2**18 fp32 = 1 MiB, which stays in cache through
+# the several passes of the per-token math.
+CHUNK_ELEMENTS = 2**18
+# Fused path: elements of one chunk's logits (rows x candidates), or of its gathered weight rows
+# (rows x candidates x hidden) for per-row candidates. Larger, so each matmul gets many rows.
+FUSED_CHUNK_ELEMENTS = 2**22
+
+# (z (R, K) read-only, target (R,), grad_scale (R,) or None) -> (loss (R,), d sum(scale * loss) / dz or None)
+TokenMath = Callable[[Tensor, Tensor, "Tensor | None"], tuple[Tensor, "Tensor | None"]]
+
+
+def compute_dtype_for(*tensors: Tensor | None) -> torch.dtype:
+    """fp16/bf16/fp32 inputs are computed in fp32; fp64 stays fp64 (gradcheck)."""
+    if any(t is not None and t.dtype == torch.float64 for t in tensors):
+        return torch.float64
+    return torch.float32
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Supervised tokens that are scored against the same kind of candidate set.
+
+    rows: (R,) int64 flat indices of the tokens.
+    target: (R,) int64 index of each token's target among its candidates.
+    candidates: None for the whole vocabulary (target is then the class id), (K,) vocabulary ids shared by
+        all rows, or (R, K) ids per row.
+    padding: (R, K) float, -inf at candidate slots that do not count (duplicates) and 0 elsewhere; per-row
+        candidates only.
+    excluded: (S, V) float table, -inf at vocabulary ids to drop and 0 elsewhere, with excluded_row (R,) the
+        table row of each token; whole-vocabulary segments only. A token's own target is never dropped.
+    Masks are additive: adding a float mask is one fast pass, where a bool `masked_fill` is ten times slower
+    on CPU.
+    """
+
+    rows: Tensor
+    target: Tensor
+    candidates: Tensor | None = None
+    padding: Tensor | None = None
+    excluded: Tensor | None = None
+    excluded_row: Tensor | None = None
+
+    def candidates_at(self, part: slice) -> Tensor | None:
+        if self.candidates is None or self.candidates.dim() == 1:
+            return self.candidates
+        return self.candidates[part]
+
+    def mask_at(self, part: slice) -> Tensor | None:
+        """(c, K) additive mask of the candidates of rows[part]: -inf where dropped, 0 elsewhere; or None."""
+        if self.padding is not None:
+            return self.padding[part]
+        if self.excluded is None:
+            return None
+        mask = self.excluded[self.excluded_row[part]]
+        return mask.scatter_(1, self.target[part].unsqueeze(1), 0.0)
+
+
+class LogitsSource:
+    """Candidate logits read from materialised logits (..., V); the gradient goes to a (..., V) buffer."""
+
+    def __init__(self, logits: Tensor, need_grad: bool, segments: Sequence[Segment]) -> None:
+        num_classes = logits.shape[-1]
+        self.logits = logits
+        # A view when possible; otherwise (a strided slice such as logits[:, :-1]) rows are addressed through
+        # their multi-dimensional index rather than by copying the logits.
+        self.flat = logits.view(-1, num_classes) if _viewable(logits) else None
+        self.dtype = compute_dtype_for(logits)
+        self.chunk_elements = CHUNK_ELEMENTS
+        self.grad = None
+        if need_grad:
+            dense = all(segment.candidates is None for segment in segments)
+            self.grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+            flat_grad = self.grad.view(-1, num_classes)
+            if dense:  # every row is written once, except ignored rows, which are zeroed here
+                covered = torch.zeros(flat_grad.shape[0], dtype=torch.bool, device=logits.device)
+                for segment in segments:
+                    covered[segment.rows] = True
+                flat_grad.index_fill_(0, (~covered).nonzero().squeeze(1), 0.0)
+            else:  # subsets scatter into a few columns per row
+                flat_grad.zero_()
+
+    def chunk_rows(self, num_candidates: int, per_row: bool) -> int:
+        return max(1, self.chunk_elements // num_candidates)
+
+    def _row_index(self, rows: Tensor) -> tuple[Tensor, ...]:
+        if self.flat is not None:
+            return (rows,)
+        return torch.unravel_index(rows, self.logits.shape[:-1])
+
+    def read(self, rows: Tensor, candidates: Tensor | None, span: range | None) -> tuple[Tensor, None]:
+        if self.flat is not None and candidates is None:
+            # [c, V]: a view of the caller's logits for a run of consecutive rows (the math only reads it)
+            z = self.flat[span.start : span.stop] if span else self.flat.index_select(0, rows)
+        else:
+            index = self._row_index(rows)
+            source = self.logits if self.flat is None else self.flat
+            if candidates is None:
+                z = source[index]
+            else:  # [c, K] gathered: O(rows x candidates), never the whole vocabulary
+                z = source[(*(i.unsqueeze(1) for i in index), candidates)]
+        return z.to(self.dtype), None
+
+    def backprop(
+        self, rows: Tensor, candidates: Tensor | None, dz: Tensor, _: None, span: range | None
+    ) -> None:
+        flat_grad = self.grad.view(-1, self.grad.shape[-1])
+        if candidates is None and span:
+            flat_grad[span.start : span.stop] = dz
+            return
+        dz = dz.to(flat_grad.dtype)
+        if candidates is None:
+            flat_grad.index_copy_(0, rows, dz)
+        else:
+            rows = rows.unsqueeze(1).expand_as(dz)
+            flat_grad.index_put_((rows, candidates.expand_as(dz)), dz, accumulate=True)
+
+    def grads(self) -> tuple[Tensor | None, ...]:
+        return (self.grad,)
+
+
+class LinearSource:
+    """Candidate logits computed chunk by chunk as hidden @ weight.T + bias, never tokens x vocab.
+
+    hidden (..., H), weight (V, H), bias (V,) or None. Weight and bias gradients accumulate in the compute
+    dtype (fp32) and are cast to the parameters' dtype at the end; the hidden gradient is written per row.
+    """
+
+    def __init__(
+        self, hidden: Tensor, weight: Tensor, bias: Tensor | None, needs: tuple[bool, bool, bool]
+    ) -> None:
+        self.hidden = hidden.reshape(-1, hidden.shape[-1])
+        self.weight = weight
+        self.bias = bias
+        self.dtype = compute_dtype_for(hidden, weight, bias)
+        self.chunk_elements = FUSED_CHUNK_ELEMENTS
+        self.grad_hidden = torch.zeros_like(self.hidden) if needs[0] else None
+        self.grad_weight = torch.zeros_like(weight, dtype=self.dtype) if needs[1] else None
+        self.grad_bias = torch.zeros_like(bias, dtype=self.dtype) if bias is not None and needs[2] else None
+        self._hidden_shape = hidden.shape
+
+    def chunk_rows(self, num_candidates: int, per_row: bool) -> int:
+        per_row_elements = num_candidates * (self.hidden.shape[1] if per_row else 1)
+        return max(1, self.chunk_elements // per_row_elements)
+
+    def read(
+        self, rows: Tensor, candidates: Tensor | None, span: range | None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        h = self.hidden[span.start : span.stop] if span else self.hidden.index_select(0, rows)  # [c, H]
+        if candidates is None:
+            w = self.weight  # [V, H]
+            z = h @ w.T  # [c, H] @ [H, V]
+        elif candidates.dim() == 1:
+            w = self.weight.index_select(0, candidates)  # [K, H]: only the rows the subset needs
+            z = h @ w.T
+        else:
+            w = self.weight[candidates]  # [c, K, H]
+            z = torch.bmm(w, h.unsqueeze(2)).squeeze(2)  # [c, K, H] @ [c, H, 1]
+        z = z.to(self.dtype)
+        if self.bias is not None:
+            z += self.bias if candidates is None else self.bias[candidates]
+        return z, (h, w)
+
+    def backprop(
+        self,
+        rows: Tensor,
+        candidates: Tensor | None,
+        dz: Tensor,
+        chunk: tuple[Tensor, Tensor],
+        span: range | None,
+    ) -> None:
+        h, w = chunk
+        if self.grad_hidden is not None:
+            dz_low = dz.to(w.dtype)
+            if candidates is not None and candidates.dim() == 2:
+                grad_h = torch.bmm(dz_low.unsqueeze(1), w).squeeze(1)  # [c, 1, K] @ [c, K, H]
+            else:
+                grad_h = dz_low @ w  # [c, K] @ [K, H]
+            if span:
+                self.grad_hidden[span.start : span.stop] = grad_h
+            else:
+                self.grad_hidden.index_copy_(0, rows, grad_h.to(self.grad_hidden.dtype))
+        if self.grad_weight is not None:
+            h = h.to(self.dtype)
+            if candidates is None:
+                self.grad_weight.addmm_(dz.T, h)  # [V, c] @ [c, H]
+            elif candidates.dim() == 1:
+                self.grad_weight.index_add_(0, candidates, dz.T @ h)
+            else:
+                per_slot = (dz.unsqueeze(2) * h.unsqueeze(1)).flatten(0, 1)  # [c * K, H]
+                self.grad_weight.index_add_(0, candidates.flatten(), per_slot)
+        if self.grad_bias is not None:
+            if candidates is None:
+                self.grad_bias += dz.sum(0)
+            elif candidates.dim() == 1:
+                self.grad_bias.index_add_(0, candidates, dz.sum(0))
+            else:
+                self.grad_bias.index_add_(0, candidates.flatten(), dz.flatten())
+
+    def grads(self) -> tuple[Tensor | None, ...]:
+        grad_hidden = None if self.grad_hidden is None else self.grad_hidden.view(self._hidden_shape)
+        grad_weight = None if self.grad_weight is None else self.grad_weight.to(self.weight.dtype)
+        grad_bias = None if self.grad_bias is None else self.grad_bias.to(self.bias.dtype)
+        return grad_hidden, grad_weight, grad_bias
+
+
+Source = LogitsSource | LinearSource
+
+
+@dataclass
+class TokenLossJob:
+    """Everything one call of an objective needs; `run` is one chunked pass over the supervised tokens."""
+
+    make_source: Callable[[tuple[bool, ...]], Source]
+    segments: Sequence[Segment]
+    token_math: TokenMath
+    num_tokens: int
+    device: torch.device
+    dtype: torch.dtype
+
+    def run(
+        self, weights: Tensor | None, needs: tuple[bool, ...]
+    ) -> tuple[Tensor, tuple[Tensor | None, ...]]:
+        """Per-token losses (T,) (0 where ignored) and, where `needs`, the gradients of sum_i w_i loss_i."""
+        need_grad = any(needs)
+        source = self.make_source(needs)
+        losses = torch.zeros(self.num_tokens, dtype=self.dtype, device=self.device)
+        for segment in self.segments:
+            candidates = segment.candidates
+            num_candidates = source_width(source) if candidates is None else candidates.shape[-1]
+            step = source.chunk_rows(num_candidates, per_row=candidates is not None and candidates.dim() == 2)
+            row_ids = segment.rows.tolist()  # one transfer per segment, to find runs of consecutive rows
+            for start in range(0, len(row_ids), step):
+                part = slice(start, start + step)
+                rows, part_candidates = segment.rows[part], segment.candidates_at(part)
+                first, last = row_ids[start], row_ids[min(start + step, len(row_ids)) - 1]
+                span = range(first, last + 1) if last - first + 1 == rows.numel() else None
+                z, chunk = source.read(rows, part_candidates, span)
+                mask = segment.mask_at(part)
+                if mask is not None:
+                    z = z + mask
+                scale = weights.index_select(0, rows) if need_grad else None
+                loss, dz = self.token_math(z, segment.target[part], scale)
+                losses.index_copy_(0, rows, loss)
+                if need_grad:
+                    source.backprop(rows, part_candidates, dz, chunk, span)
+        return losses, source.grads() if need_grad else ()
+
+
+def source_width(source: Source) -> int:
+    return source.logits.shape[-1] if isinstance(source, LogitsSource) else source.weight.shape[0]
+
+
+class _ChunkedTokenLoss(torch.autograd.Function):
+    """Returns the reduced loss; its gradient was computed during forward (or, for 'none', in backward)."""
+
+    @staticmethod
+    def forward(ctx, job: TokenLossJob, weights: Tensor, reduction: str, shape: torch.Size, needs, *inputs):
+        ctx.job, ctx.needs, ctx.reduction, ctx.valid = job, needs, reduction, weights
+        if reduction == "none":
+            losses, _ = job.run(None, tuple(False for _ in needs))
+        else:
+            losses, grads = job.run(weights, needs)
+            # Saved tensors are freed after backward unless the graph is retained (gradcheck, retain_graph).
+            ctx.save_for_backward(*grads)
+        return reduce_token_losses(losses, weights, reduction, shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: Tensor):
+        if ctx.reduction == "none":
+            weights = grad_output.reshape(-1).to(ctx.job.dtype) * ctx.valid
+            _, grads = ctx.job.run(weights, ctx.needs)
+        else:
+            grads = ctx.saved_tensors
+            if not torch.equal(grad_output, torch.ones_like(grad_output)):  # e.g. a loss scale
+                grads = tuple(None if g is None else g * grad_output.to(g.dtype) for g in grads)
+        return (None, None, None, None, None, *grads)
+
+
+def chunked_token_loss(
+    inputs: tuple[Tensor | None, ...],
+    make_source: Callable[[tuple[bool, ...]], Source],
+    segments: Sequence[Segment],
+    token_math: TokenMath,
+    *,
+    valid: Tensor,
+    reduction: str,
+    num_items_in_batch: int | Tensor | None,
+    shape: torch.Size,
+) -> Tensor:
+    """Reduce `token_math` over `segments`; differentiable w.r.t. `inputs` (logits, or hidden, weight, bias).
+
+    valid: (T,) bool, the supervised tokens; shape: the targets' shape, for reduction="none".
+    """
+    dtype = compute_dtype_for(*inputs)
+    weights = token_weights(valid.reshape(-1), reduction, num_items_in_batch, dtype)
+    job = TokenLossJob(make_source, segments, token_math, valid.numel(), valid.device, dtype)
+    needs = tuple(t is not None and t.requires_grad and torch.is_grad_enabled() for t in inputs)
+    if not any(needs):  # evaluation: no gradient buffers, no gradient work
+        losses, _ = job.run(None, needs)
+        return reduce_token_losses(losses, weights, reduction, shape)
+    return _ChunkedTokenLoss.apply(job, weights, reduction, shape, needs, *inputs)
+
+
+def _viewable(tensor: Tensor) -> bool:
+    try:
+        tensor.view(-1, tensor.shape[-1])
+    except RuntimeError:
+        return False
+    return True

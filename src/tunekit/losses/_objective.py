@@ -1,0 +1,116 @@
+"""Entry points shared by every token-level objective: validate, plan the segments, run the engine.
+
+An objective is its per-token math (`token_math.py`) plus, for SMILE, a planner that says which vocabulary
+columns each token is scored against; both its logits form and its fused-linear form go through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor
+
+from ._checks import (
+    REDUCTIONS,
+    check_choice,
+    check_logits_and_target,
+    check_num_items,
+    check_target_range,
+)
+from ._engine import LinearSource, LogitsSource, Segment, TokenMath, chunked_token_loss
+
+# (target (...), valid (...) bool, vocabulary size) -> segments covering exactly the valid tokens
+Planner = Callable[[Tensor, Tensor, int], list[Segment]]
+
+
+def whole_vocabulary(target: Tensor, valid: Tensor, num_classes: int) -> list[Segment]:
+    """Every supervised token scored against the whole vocabulary."""
+    rows = valid.reshape(-1).nonzero().squeeze(1)
+    return [Segment(rows=rows, target=target.reshape(-1).index_select(0, rows).long())]
+
+
+def logits_loss(
+    logits: Tensor,
+    target: Tensor,
+    token_math: TokenMath,
+    *,
+    ignore_index: int,
+    reduction: str,
+    num_items_in_batch: int | Tensor | None,
+    planner: Planner = whole_vocabulary,
+) -> Tensor:
+    """Loss of logits (..., V) against target (...), reduced as `_reduction` says."""
+    num_classes = check_logits_and_target(logits, target)
+    valid, segments = _plan(target, num_classes, ignore_index, reduction, num_items_in_batch, planner)
+    return chunked_token_loss(
+        (logits,),
+        lambda needs: LogitsSource(logits, needs[0], segments),
+        segments,
+        token_math,
+        valid=valid,
+        reduction=reduction,
+        num_items_in_batch=num_items_in_batch,
+        shape=target.shape,
+    )
+
+
+def linear_loss(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    target: Tensor,
+    token_math: TokenMath,
+    *,
+    ignore_index: int,
+    reduction: str,
+    num_items_in_batch: int | Tensor | None,
+    planner: Planner = whole_vocabulary,
+) -> Tensor:
+    """Loss of the logits `hidden @ weight.T + bias`, never materialised: hidden (..., H), weight (V, H)."""
+    check_logits_and_target(hidden, target, what="hidden")
+    num_classes = _check_projection(hidden, weight, bias)
+    valid, segments = _plan(target, num_classes, ignore_index, reduction, num_items_in_batch, planner)
+    return chunked_token_loss(
+        (hidden, weight, bias),
+        lambda needs: LinearSource(hidden, weight, bias, needs),
+        segments,
+        token_math,
+        valid=valid,
+        reduction=reduction,
+        num_items_in_batch=num_items_in_batch,
+        shape=target.shape,
+    )
+
+
+def _plan(
+    target: Tensor,
+    num_classes: int,
+    ignore_index: int,
+    reduction: str,
+    num_items_in_batch: int | Tensor | None,
+    planner: Planner,
+) -> tuple[Tensor, list[Segment]]:
+    check_choice("reduction", reduction, REDUCTIONS)
+    check_num_items(num_items_in_batch, reduction)
+    check_target_range(target, num_classes, ignore_index)
+    valid = target != ignore_index
+    return valid, planner(target, valid, num_classes)
+
+
+def _check_projection(hidden: Tensor, weight: Tensor, bias: Tensor | None) -> int:
+    if not isinstance(weight, Tensor) or weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
+        shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+        raise ValueError(f"weight must have shape (V, {hidden.shape[-1]}) to match hidden, got {shape}")
+    if weight.dtype != hidden.dtype or weight.device != hidden.device:
+        raise ValueError(
+            f"weight ({weight.dtype} on {weight.device}) must match "
+            f"hidden ({hidden.dtype} on {hidden.device})"
+        )
+    if bias is not None and (
+        not isinstance(bias, Tensor)
+        or tuple(bias.shape) != (weight.shape[0],)
+        or bias.device != weight.device
+    ):
+        shape = tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__
+        raise ValueError(f"bias must have shape ({weight.shape[0]},) on {weight.device}, got {shape}")
+    return weight.shape[0]

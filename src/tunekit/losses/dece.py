@@ -1,0 +1,151 @@
+"""DeCE, the deceptive cross-entropy of Yang et al. 2024 (arXiv 2407.08956), a defence against backdoors
+planted in poisoned fine-tuning data: as training goes on, the prediction is mixed more and more with the
+(smoothed) target, so confidently memorised rare patterns stop paying off."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from torch import Tensor, nn
+
+from ._checks import REDUCTIONS, check_choice, check_epoch, check_fraction
+from ._objective import linear_loss, logits_loss
+from .token_math import deceptive_cross_entropy
+
+
+def dece_loss(
+    logits: Tensor,
+    target: Tensor,
+    epoch: float,
+    *,
+    alpha_base: float = 0.985,
+    label_smoothing: float = 0.05,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    num_items_in_batch: int | Tensor | None = None,
+) -> Tensor:
+    """DeCE of logits (..., V) against target (...), chunked, the gradient computed during forward.
+
+    With ``alpha = alpha_base ** epoch`` (epoch counted from 1) and eps = label_smoothing, per token::
+
+        t = full((V,), eps / (V - 1)); t[y] = 1 - eps
+        p = softmax(logits.float()).clamp(1e-7, 1.0)
+        loss = -(t * log(alpha * p + (1 - alpha) * t)).sum()
+
+    Unlike seed 000, ignored tokens (``ignore_index``, -100 by default) count nowhere and "mean" divides by
+    the supervised tokens. Reduction and ``num_items_in_batch`` as in `cross_entropy`.
+
+    Example::
+
+        >>> logits = torch.tensor([[4.0, 5.0, 10.0], [1.0, 5.0, 4.0]])
+        >>> round(dece_loss(logits, torch.tensor([2, 1]), epoch=1).item(), 4)
+        0.3638
+    """
+    token_math = _dece_math(epoch, alpha_base, label_smoothing, logits.shape[-1] if logits.dim() else 0)
+    return logits_loss(
+        logits,
+        target,
+        token_math,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        num_items_in_batch=num_items_in_batch,
+    )
+
+
+def linear_dece_loss(
+    hidden: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    epoch: float,
+    *,
+    bias: Tensor | None = None,
+    alpha_base: float = 0.985,
+    label_smoothing: float = 0.05,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    num_items_in_batch: int | Tensor | None = None,
+) -> Tensor:
+    """Computes ``dece_loss(hidden @ weight.T + bias, target, epoch, ...)`` without allocating the logits.
+
+    hidden (..., H), weight (V, H), bias (V,) or None, target (...); other arguments as `dece_loss`.
+    """
+    num_classes = weight.shape[0] if isinstance(weight, Tensor) and weight.dim() == 2 else 0
+    token_math = _dece_math(epoch, alpha_base, label_smoothing, num_classes)
+    return linear_loss(
+        hidden,
+        weight,
+        bias,
+        target,
+        token_math,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        num_items_in_batch=num_items_in_batch,
+    )
+
+
+def _dece_math(epoch: float, alpha_base: float, label_smoothing: float, num_classes: int):
+    check_epoch(epoch)
+    check_fraction("alpha_base", alpha_base, zero_ok=False, one_ok=True)
+    check_fraction("label_smoothing", label_smoothing, zero_ok=True, one_ok=False)
+    if num_classes < 2:
+        raise ValueError(
+            f"DeCE spreads eps over the V - 1 other classes and needs V >= 2, got V={num_classes}"
+        )
+    return partial(deceptive_cross_entropy, alpha=alpha_base**epoch, label_smoothing=label_smoothing)
+
+
+class DeCELoss(nn.Module):
+    """Module form of `dece_loss`. The epoch is state: a training loop or callback calls `set_epoch`
+    (epochs counted from 1) and it is saved in and restored from the state dict."""
+
+    def __init__(
+        self,
+        alpha_base: float = 0.985,
+        label_smoothing: float = 0.05,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        check_fraction("alpha_base", alpha_base, zero_ok=False, one_ok=True)
+        check_fraction("label_smoothing", label_smoothing, zero_ok=True, one_ok=False)
+        check_choice("reduction", reduction, REDUCTIONS)
+        self.alpha_base = alpha_base
+        self.label_smoothing = label_smoothing
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+        self.epoch: float = 1
+
+    def set_epoch(self, epoch: float) -> None:
+        check_epoch(epoch)
+        self.epoch = epoch
+
+    @property
+    def alpha(self) -> float:
+        """The current mixing weight of the prediction, ``alpha_base ** epoch``."""
+        return self.alpha_base**self.epoch
+
+    def forward(
+        self, logits: Tensor, target: Tensor, num_items_in_batch: int | Tensor | None = None
+    ) -> Tensor:
+        return dece_loss(
+            logits,
+            target,
+            self.epoch,
+            alpha_base=self.alpha_base,
+            label_smoothing=self.label_smoothing,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            num_items_in_batch=num_items_in_batch,
+        )
+
+    def get_extra_state(self) -> dict[str, float]:
+        return {"epoch": self.epoch}
+
+    def set_extra_state(self, state: dict[str, float]) -> None:
+        self.set_epoch(state["epoch"])
+
+    def extra_repr(self) -> str:
+        return (
+            f"alpha_base={self.alpha_base}, label_smoothing={self.label_smoothing}, epoch={self.epoch}, "
+            f"ignore_index={self.ignore_index}, reduction={self.reduction!r}"
+        )
