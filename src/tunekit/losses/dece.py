@@ -32,8 +32,8 @@ def dece_loss(
         p = softmax(logits.float()).clamp(1e-7, 1.0)
         loss = -(t * log(alpha * p + (1 - alpha) * t)).sum()
 
-    Unlike seed 000, ignored tokens (``ignore_index``, -100 by default) count nowhere and "mean" divides by
-    the supervised tokens. Reduction and ``num_items_in_batch`` as in `cross_entropy`.
+    Ignored tokens (``ignore_index``, -100 by default, the Hugging Face convention) count nowhere: "mean"
+    divides by the supervised tokens only. Reduction and ``num_items_in_batch`` as in `cross_entropy`.
 
     Example::
 
@@ -41,7 +41,8 @@ def dece_loss(
         >>> round(dece_loss(logits, torch.tensor([2, 1]), epoch=1).item(), 4)
         0.3638
     """
-    token_math = _dece_math(epoch, alpha_base, label_smoothing, logits.shape[-1] if logits.dim() else 0)
+    num_classes = logits.shape[-1] if isinstance(logits, Tensor) and logits.dim() else None
+    token_math = _dece_math(epoch, alpha_base, label_smoothing, num_classes)
     return logits_loss(
         logits,
         target,
@@ -69,7 +70,7 @@ def linear_dece_loss(
 
     hidden (..., H), weight (V, H), bias (V,) or None, target (...); other arguments as `dece_loss`.
     """
-    num_classes = weight.shape[0] if isinstance(weight, Tensor) and weight.dim() == 2 else 0
+    num_classes = weight.shape[0] if isinstance(weight, Tensor) and weight.dim() == 2 else None
     token_math = _dece_math(epoch, alpha_base, label_smoothing, num_classes)
     return linear_loss(
         hidden,
@@ -83,11 +84,11 @@ def linear_dece_loss(
     )
 
 
-def _dece_math(epoch: float, alpha_base: float, label_smoothing: float, num_classes: int):
+def _dece_math(epoch: float, alpha_base: float, label_smoothing: float, num_classes: int | None):
     check_epoch(epoch)
     check_fraction("alpha_base", alpha_base, zero_ok=False, one_ok=True)
     check_fraction("label_smoothing", label_smoothing, zero_ok=True, one_ok=False)
-    if num_classes < 2:
+    if num_classes is not None and num_classes < 2:  # a bad shape is reported by the shared checks
         raise ValueError(
             f"DeCE spreads eps over the V - 1 other classes and needs V >= 2, got V={num_classes}"
         )

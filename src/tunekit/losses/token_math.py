@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Seed 000 clamps DeCE's probabilities at this floor before mixing; below it the gradient is zero.
+# DeCE's reference implementation clamps the probabilities at this floor before mixing; below it the
+# gradient is zero.
 DECE_PROB_FLOOR = 1e-7
 
 
