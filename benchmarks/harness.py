@@ -1,8 +1,8 @@
 """A small benchmark harness: median wall time after warm-up, interleaved so that every case of a group
 sees the same machine noise, and peak memory measured in a fresh process per case.
 
-Peak memory on CPU is the process's peak resident set (`ru_maxrss`) during one forward+backward, minus the
-resident set once the inputs exist: the memory the measured computation itself costs. On CUDA it is
+Peak memory on CPU is the process's peak resident set (Linux's VmHWM, reset before the call) during one
+forward+backward, minus the resident set once the inputs exist: the memory the measured computation itself costs. On CUDA it is
 `torch.cuda.max_memory_allocated` above the inputs.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -47,9 +46,9 @@ def median_times(cases: dict[str, Case], *, device: str, warmup: int, repeats: i
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize()
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith(field + ":"))
 
 
 def peak_memory_here(build: Case, device: str) -> int:
@@ -63,11 +62,12 @@ def peak_memory_here(build: Case, device: str) -> int:
         run()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
-    base = _rss_bytes()
+    # Linux keeps the peak resident set (VmHWM) across fork and exec; writing 5 to clear_refs resets it.
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    base = _status_bytes("VmRSS")
     run()
-    # ru_maxrss is the process's high-water mark; a fresh process with inputs of tokens x vocab size peaks in
-    # the measured call, far above what importing torch reached.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return _status_bytes("VmHWM") - base
 
 
 def peak_memory(script: str, args: list[str]) -> int:
