@@ -22,16 +22,18 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ._reduction import reduce_token_losses, token_weights
+from ._workspace import Workspace
 
 # Logits path: elements of one (rows x candidates) chunk. 2**18 fp32 = 1 MiB, which stays in cache through
 # the several passes of the per-token math.
-CHUNK_ELEMENTS = 2**18
+CHUNK_ELEMENTS = 2**19
 # Fused path: elements of one chunk's logits (rows x candidates), or of its gathered weight rows
 # (rows x candidates x hidden) for per-row candidates. Larger, so each matmul gets many rows.
 FUSED_CHUNK_ELEMENTS = 2**22
 
-# (z (R, K) read-only, target (R,), grad_scale (R,) or None) -> (loss (R,), d sum(scale * loss) / dz or None)
-TokenMath = Callable[[Tensor, Tensor, "Tensor | None"], tuple[Tensor, "Tensor | None"]]
+# (z (R, K) read-only, target (R,), grad_scale (R,) or None, workspace)
+#   -> (loss (R,), d sum(grad_scale * loss) / dz (R, K) or None)
+TokenMath = Callable[[Tensor, Tensor, "Tensor | None", Workspace], tuple[Tensor, "Tensor | None"]]
 
 
 def compute_dtype_for(*tensors: Tensor | None) -> torch.dtype:
@@ -69,13 +71,15 @@ class Segment:
             return self.candidates
         return self.candidates[part]
 
-    def mask_at(self, part: slice) -> Tensor | None:
+    def mask_at(self, part: slice, workspace: Workspace) -> Tensor | None:
         """(c, K) additive mask of the candidates of rows[part]: -inf where dropped, 0 elsewhere; or None."""
         if self.padding is not None:
             return self.padding[part]
         if self.excluded is None:
             return None
-        mask = self.excluded[self.excluded_row[part]]
+        table_rows = self.excluded_row[part]
+        mask = workspace.get("mask", (table_rows.numel(), self.excluded.shape[1]), self.excluded.dtype)
+        torch.index_select(self.excluded, 0, table_rows, out=mask)
         return mask.scatter_(1, self.target[part].unsqueeze(1), 0.0)
 
 
@@ -111,10 +115,15 @@ class LogitsSource:
             return (rows,)
         return torch.unravel_index(rows, self.logits.shape[:-1])
 
-    def read(self, rows: Tensor, candidates: Tensor | None, span: range | None) -> tuple[Tensor, None]:
+    def read(
+        self, rows: Tensor, candidates: Tensor | None, span: range | None, workspace: Workspace
+    ) -> tuple[Tensor, None]:
         if self.flat is not None and candidates is None:
-            # [c, V]: a view of the caller's logits for a run of consecutive rows (the math only reads it)
-            z = self.flat[span.start : span.stop] if span else self.flat.index_select(0, rows)
+            if span:  # [c, V]: a view of the caller's logits (the math only reads it)
+                z = self.flat[span.start : span.stop]
+            else:
+                out = workspace.get("rows", (rows.numel(), self.flat.shape[1]), self.flat.dtype)
+                z = torch.index_select(self.flat, 0, rows, out=out)
         else:
             index = self._row_index(rows)
             source = self.logits if self.flat is None else self.flat
@@ -122,10 +131,12 @@ class LogitsSource:
                 z = source[index]
             else:  # [c, K] gathered: O(rows x candidates), never the whole vocabulary
                 z = source[(*(i.unsqueeze(1) for i in index), candidates)]
-        return z.to(self.dtype), None
+        if z.dtype != self.dtype:
+            z = workspace.like("upcast", z, self.dtype).copy_(z)
+        return z, None
 
     def backprop(
-        self, rows: Tensor, candidates: Tensor | None, dz: Tensor, _: None, span: range | None
+        self, rows: Tensor, candidates: Tensor | None, dz: Tensor, _: None, span: range | None, __: Workspace
     ) -> None:
         flat_grad = self.grad.view(-1, self.grad.shape[-1])
         if candidates is None and span:
@@ -167,19 +178,22 @@ class LinearSource:
         return max(1, self.chunk_elements // per_row_elements)
 
     def read(
-        self, rows: Tensor, candidates: Tensor | None, span: range | None
+        self, rows: Tensor, candidates: Tensor | None, span: range | None, workspace: Workspace
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         h = self.hidden[span.start : span.stop] if span else self.hidden.index_select(0, rows)  # [c, H]
         if candidates is None:
             w = self.weight  # [V, H]
-            z = h @ w.T  # [c, H] @ [H, V]
         elif candidates.dim() == 1:
             w = self.weight.index_select(0, candidates)  # [K, H]: only the rows the subset needs
-            z = h @ w.T
         else:
             w = self.weight[candidates]  # [c, K, H]
-            z = torch.bmm(w, h.unsqueeze(2)).squeeze(2)  # [c, K, H] @ [c, H, 1]
-        z = z.to(self.dtype)
+        z = workspace.get("matmul", (h.shape[0], w.shape[-2]), h.dtype)
+        if w.dim() == 2:
+            torch.mm(h, w.T, out=z)  # [c, H] @ [H, K]
+        else:
+            torch.bmm(w, h.unsqueeze(2), out=z.unsqueeze(2))  # [c, K, H] @ [c, H, 1]
+        if z.dtype != self.dtype:
+            z = workspace.like("upcast", z, self.dtype).copy_(z)
         if self.bias is not None:
             z += self.bias if candidates is None else self.bias[candidates]
         return z, (h, w)
@@ -191,10 +205,11 @@ class LinearSource:
         dz: Tensor,
         chunk: tuple[Tensor, Tensor],
         span: range | None,
+        workspace: Workspace,
     ) -> None:
         h, w = chunk
         if self.grad_hidden is not None:
-            dz_low = dz.to(w.dtype)
+            dz_low = dz if dz.dtype == w.dtype else workspace.like("downcast", dz, w.dtype).copy_(dz)
             if candidates is not None and candidates.dim() == 2:
                 grad_h = torch.bmm(dz_low.unsqueeze(1), w).squeeze(1)  # [c, 1, K] @ [c, K, H]
             else:
@@ -247,6 +262,7 @@ class TokenLossJob:
         """Per-token losses (T,) (0 where ignored) and, where `needs`, the gradients of sum_i w_i loss_i."""
         need_grad = any(needs)
         source = self.make_source(needs)
+        workspace = Workspace(self.device)
         losses = torch.zeros(self.num_tokens, dtype=self.dtype, device=self.device)
         for segment in self.segments:
             candidates = segment.candidates
@@ -258,15 +274,15 @@ class TokenLossJob:
                 rows, part_candidates = segment.rows[part], segment.candidates_at(part)
                 first, last = row_ids[start], row_ids[min(start + step, len(row_ids)) - 1]
                 span = range(first, last + 1) if last - first + 1 == rows.numel() else None
-                z, chunk = source.read(rows, part_candidates, span)
-                mask = segment.mask_at(part)
+                z, chunk = source.read(rows, part_candidates, span, workspace)
+                mask = segment.mask_at(part, workspace)
                 if mask is not None:
-                    z = z + mask
+                    z = torch.add(z, mask, out=workspace.like("masked", z))
                 scale = weights.index_select(0, rows) if need_grad else None
-                loss, dz = self.token_math(z, segment.target[part], scale)
+                loss, dz = self.token_math(z, segment.target[part], scale, workspace)
                 losses.index_copy_(0, rows, loss)
                 if need_grad:
-                    source.backprop(rows, part_candidates, dz, chunk, span)
+                    source.backprop(rows, part_candidates, dz, chunk, span, workspace)
         return losses, source.grads() if need_grad else ()
 
 

@@ -3,8 +3,9 @@
 Each function takes a chunk of candidate logits `z` (R, K) in the compute dtype (fp32, or fp64 for fp64
 inputs; read only: it may be a view of the caller's logits) and `target` (R,) int64 indices into the K
 candidates, and returns the per-token loss (R,) and, when `grad_scale` (R,) is given, the gradient of
-``sum_r grad_scale_r * loss_r`` with respect to `z` (R, K). Candidates set to -inf (outside a SMILE subset)
-get probability 0 and gradient 0.
+``sum_r grad_scale_r * loss_r`` with respect to `z` (R, K). Chunk-sized temporaries come from `workspace`
+(see `_workspace.py`), so the returned gradient is only valid until the next chunk. Candidates set to -inf
+(outside a SMILE subset) get probability 0 and gradient 0.
 
 The chunked logits path, the fused-linear path and every SMILE subset call these same functions, so an
 objective's formula lives in exactly one place; the naive references in tests/reference.py check them.
@@ -15,18 +16,19 @@ cross-entropy (F.cross_entropy's forward and backward spend two), one exp and a 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from ._workspace import Workspace, scratch
 
 # DeCE's reference implementation clamps the probabilities at this floor before mixing; below it the
 # gradient is zero.
 DECE_PROB_FLOOR = 1e-7
 
 
-def _exp_shifted(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _exp_shifted(z: Tensor, workspace: Workspace | None) -> tuple[Tensor, Tensor, Tensor]:
     """e = exp(z - max) (R, K), its row sums s (R, 1) and log-sum-exp (R, 1)."""
     row_max = z.amax(dim=-1, keepdim=True)
-    e = torch.sub(z, row_max).exp_()  # [R, K], a new buffer: z stays untouched
+    e = torch.sub(z, row_max, out=scratch(workspace, "exp", z)).exp_()  # [R, K]: z stays untouched
     s = e.sum(dim=-1, keepdim=True)
     return e, s, s.log().add_(row_max)
 
@@ -35,24 +37,30 @@ def _exp_shifted(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 _SAFE_PRODUCT = {torch.float32: 1e-30, torch.float64: 1e-300}
 
 
-def _sum_of_logs(x: Tensor, folds: int) -> Tensor:
+def _sum_of_logs(x: Tensor, folds: int, workspace: Workspace | None) -> Tensor:
     """sum_j log x_j over the last dim of x (R, K), as logs of products of 2**folds values: elementwise
     products are cheap, logs are not. The caller guarantees each product stays a normal float."""
     leftovers = []
-    for _ in range(folds):
+    for fold in range(folds):
         if x.shape[-1] % 2:
             leftovers.append(x[:, -1:])
             x = x[:, :-1]
         half = x.shape[-1] // 2
-        x = x[:, :half] * x[:, half:]
-    total = torch.log(x).sum(-1)
+        x = torch.mul(x[:, :half], x[:, half:], out=scratch(workspace, f"fold{fold}", x[:, :half]))
+    x = torch.log(x, out=x if folds else scratch(workspace, "log", x))
+    total = x.sum(-1)
     for column in leftovers:
         total += column.log().squeeze(1)
     return total
 
 
 def softmax_cross_entropy(
-    z: Tensor, target: Tensor, grad_scale: Tensor | None = None, *, label_smoothing: float = 0.0
+    z: Tensor,
+    target: Tensor,
+    grad_scale: Tensor | None = None,
+    workspace: Workspace | None = None,
+    *,
+    label_smoothing: float = 0.0,
 ) -> tuple[Tensor, Tensor | None]:
     """Cross-entropy with label smoothing eps over K candidates, `F.cross_entropy(z, y, label_smoothing=eps)`.
 
@@ -61,7 +69,7 @@ def softmax_cross_entropy(
     """
     index = target.unsqueeze(1)
     target_logit = z.gather(1, index)  # [R, 1]
-    e, s, lse = _exp_shifted(z)
+    e, s, lse = _exp_shifted(z, workspace)
     loss = lse.sub_(target_logit, alpha=1 - label_smoothing)
     if label_smoothing:
         num_classes = z.shape[-1]
@@ -78,7 +86,13 @@ def softmax_cross_entropy(
 
 
 def deceptive_cross_entropy(
-    z: Tensor, target: Tensor, grad_scale: Tensor | None = None, *, alpha: float, label_smoothing: float
+    z: Tensor,
+    target: Tensor,
+    grad_scale: Tensor | None = None,
+    workspace: Workspace | None = None,
+    *,
+    alpha: float,
+    label_smoothing: float,
 ) -> tuple[Tensor, Tensor | None]:
     """DeCE (Yang et al. 2024): cross-entropy of a smoothed target against a target-mixed prediction.
 
@@ -93,21 +107,22 @@ def deceptive_cross_entropy(
     index = target.unsqueeze(1)
     floor = alpha * DECE_PROB_FLOOR
 
-    e, s, _ = _exp_shifted(z)
+    e, s, _ = _exp_shifted(z, workspace)
     alpha_p = e.mul_(alpha / s)  # [R, K] alpha * softmax(z)
-    mixed = torch.clamp(alpha_p, min=floor).add_((1 - alpha) * off_label)  # q off the label
+    mixed = torch.clamp(alpha_p, min=floor, out=scratch(workspace, "mixed", z))
+    mixed.add_((1 - alpha) * off_label)  # q off the label
     mixed_on_label = alpha_p.gather(1, index).clamp_(min=floor).add_((1 - alpha) * on_label)
     mixed.scatter_(1, index, mixed_on_label)
 
     # sum_j t_j log q_j = off * sum_j log q_j + (on - off) * log q_y
     smallest = floor + (1 - alpha) * min(off_label, on_label)
-    log_mixed_sum = _sum_of_logs(mixed, folds=2 if smallest**4 > _SAFE_PRODUCT[z.dtype] else 0)
+    log_mixed_sum = _sum_of_logs(mixed, 2 if smallest**4 > _SAFE_PRODUCT[z.dtype] else 0, workspace)
     loss = log_mixed_sum.mul_(-off_label).sub_(mixed_on_label.log().squeeze(1), alpha=on_label - off_label)
     if grad_scale is None:
         return loss, None
 
     # alpha p / q, and 0 where the clamp is active (threshold: one pass; a bool mask costs ten times more)
-    v = torch.div(F.threshold(alpha_p, floor, 0.0), mixed, out=mixed)
+    v = torch.threshold(alpha_p, floor, 0.0, out=scratch(workspace, "ratio", z)).div_(mixed)
     v_on_label = v.gather(1, index)
     # sum_j u_j with u_j = p_j t_j / q_j = t_j v_j / alpha
     u_sum = v.sum(-1, keepdim=True).mul_(off_label).add_(v_on_label, alpha=on_label - off_label).div_(alpha)
