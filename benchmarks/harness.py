@@ -2,8 +2,8 @@
 sees the same machine noise, and peak memory measured in a fresh process per case.
 
 Peak memory on CPU is the process's peak resident set (Linux's VmHWM, reset before the call) during one
-forward+backward, minus the resident set once the inputs exist: the memory the measured computation itself costs. On CUDA it is
-`torch.cuda.max_memory_allocated` above the inputs.
+forward+backward, minus the resident set once the inputs exist: the memory the measured computation itself
+costs. On CUDA it is `torch.cuda.max_memory_allocated` above the inputs.
 """
 
 from __future__ import annotations

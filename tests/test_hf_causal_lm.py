@@ -53,7 +53,6 @@ def training_cases() -> list:
     for name, spec in sorted(TOKEN_LOSSES.items()):
         for variant, extra, kwargs in VARIANTS.get(name, [("default", None, {})]):
             args = spec.extra_args if extra is None else extra
-            kwargs = {**spec.defaults, **kwargs}
             cases.append(pytest.param(name, variant, args, kwargs, id=f"{name}-{variant}"))
     return cases
 

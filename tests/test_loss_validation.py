@@ -232,3 +232,67 @@ def test_module_forward_rejects_num_items_with_reduction_none(name):
     logits, _, target = valid_inputs(name, "logits")
     with pytest.raises(ValueError, match=r"(?i)num_items_in_batch|none"):
         TOKEN_LOSSES[name].module(reduction="none")(logits, target, num_items_in_batch=3)
+
+
+# --------------------------------------------------------------------------------------------------
+# values that are the right type but meaningless, or the wrong type altogether
+
+
+@pytest.mark.parametrize("bad", [None, "x", 1.5, True])
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("name", NAMES)
+def test_non_integer_ignore_index_raises(name, form, bad):
+    with pytest.raises(ValueError, match="ignore_index"):
+        call(name, form, *valid_inputs(name, form), ignore_index=bad)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), torch.tensor(float("nan"))])
+@pytest.mark.parametrize("name", NAMES)
+def test_non_finite_num_items_in_batch_raises(name, bad):
+    with pytest.raises(ValueError, match="num_items_in_batch"):
+        call(name, "logits", *valid_inputs(name, "logits"), num_items_in_batch=bad)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_vocabulary_raises(name):
+    _, _, target = valid_inputs(name, "logits")
+    empty = torch.empty(*target.shape, 0, requires_grad=True)
+    with pytest.raises(ValueError, match="classes"):
+        call(name, "logits", empty, None, torch.full_like(target, IGNORE))
+
+
+def test_dece_needs_two_classes_in_both_forms():
+    target = torch.zeros(3, dtype=torch.long)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        TOKEN_LOSSES["dece"].function(torch.randn(3, 1), target, 1)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        TOKEN_LOSSES["dece"].linear_function(torch.randn(3, 4), torch.randn(1, 4), target, 1)
+
+
+@pytest.mark.parametrize("epoch", [float("inf"), float("nan")])
+def test_dece_non_finite_epoch_raises(epoch):
+    inputs, _, target = valid_inputs("dece", "logits")
+    with pytest.raises(ValueError, match="epoch"):
+        TOKEN_LOSSES["dece"].function(inputs, target, epoch)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fused_bias_of_another_dtype_raises(name):
+    hidden, weight, target = valid_inputs(name, "fused")
+    with pytest.raises(ValueError, match="bias"):
+        call(name, "fused", hidden, weight, target, bias=torch.zeros(VOCAB, dtype=torch.float64))
+
+
+def test_smile_generator_of_the_wrong_type_raises():
+    inputs, _, target = valid_inputs("smile", "logits")
+    with pytest.raises(ValueError, match="generator"):
+        TOKEN_LOSSES["smile"].function(inputs, target, subset="random", generator=1)
+
+
+@pytest.mark.parametrize("bad", ["no", 0, None])
+def test_smile_first_token_mle_must_be_a_flag(bad):
+    inputs, _, target = valid_inputs("smile", "logits")
+    with pytest.raises(ValueError, match="first_token_mle"):
+        TOKEN_LOSSES["smile"].function(inputs, target, first_token_mle=bad)
+    with pytest.raises(ValueError, match="first_token_mle"):
+        SMILELoss(first_token_mle=bad)

@@ -638,3 +638,65 @@ def test_smile_module_passes_its_hyperparameters(subset):
     assert_loss_close(loss, expected, logits.dtype)
     loss = module(logits, labels, num_items_in_batch=3, generator=generator(4))
     assert_loss_close(loss, expected / 3, logits.dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# mixed precision with a loss scale, inputs changed before backward, a vanishing DeCE alpha
+
+
+@pytest.mark.parametrize("form", ["logits", "fused"])
+@pytest.mark.parametrize("name", NAMES)
+def test_fp16_gradients_survive_a_grad_scaler_loss_scale(name, form):
+    # GradScaler multiplies the loss by 65536 (inf in fp16): a gradient scaled in fp16 would overflow, and
+    # one pre-divided by the token count would underflow to 0 before the scale reaches it
+    scale = 65536.0
+    shape = target_shapes(name)[-1]
+    target = make_prompted_labels(*shape, 53) if len(shape) == 2 else make_target(shape, 53)
+    spec = TOKEN_LOSSES[name]
+    if form == "logits":
+        inputs = (make_logits(shape, 53, dtype=torch.float16) * 4).detach().requires_grad_()
+        loss = spec.function(inputs, target, *spec.extra_args)
+        reference_inputs = leaf(inputs, torch.float32)
+        expected = REFERENCES[name](reference_inputs, target, *spec.extra_args)
+    else:
+        gen = generator(3)
+        inputs = torch.randn(*shape, 16, generator=gen).half().requires_grad_()
+        weight = torch.randn(53, 16, generator=gen).half().requires_grad_()
+        loss = spec.linear_function(inputs, weight, target, *spec.extra_args)
+        reference_inputs, reference_weight = leaf(inputs, torch.float32), leaf(weight, torch.float32)
+        logits = (reference_inputs @ reference_weight.T).half().float()  # the fp16 matmul, rounded
+        expected = REFERENCES[name](logits, target, *spec.extra_args)
+    (loss * scale).backward()
+    (expected * scale).backward()
+    assert inputs.grad.dtype == torch.float16
+    assert torch.isfinite(inputs.grad).all()
+    expected_grad = reference_inputs.grad.half().float()  # what an exact gradient rounds to in fp16
+    torch.testing.assert_close(inputs.grad.float(), expected_grad, rtol=2e-2, atol=2e-2 * scale / 1000)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_inputs_changed_in_place_before_backward_are_reported(name):
+    # reduction="none" computes the gradient in backward, from the inputs: it must not read changed ones
+    spec = TOKEN_LOSSES[name]
+    shape = target_shapes(name)[-1]
+    target = make_prompted_labels(*shape, 29)
+    logits = make_logits(shape, 29).requires_grad_()
+    loss = spec.function(logits, target, *spec.extra_args, reduction="none")
+    with torch.no_grad():
+        logits.mul_(3.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.sum().backward()
+
+
+@pytest.mark.parametrize("alpha_base, epoch", [(0.01, 200), (0.5, 2000)])
+def test_dece_with_a_vanishing_alpha_has_finite_zero_gradient(alpha_base, epoch):
+    # alpha = alpha_base ** epoch underflows to (nearly) 0: q is the smoothed target and nothing is learnt
+    logits = make_logits((6,), 17).requires_grad_()
+    target = torch.arange(6) % 17
+    loss = dece_loss(logits, target, epoch, alpha_base=alpha_base)
+    loss.backward()
+    expected = ref_dece_loss(logits.detach(), target, epoch, alpha_base=alpha_base)
+    assert torch.isfinite(loss)
+    torch.testing.assert_close(loss, expected)
+    assert torch.isfinite(logits.grad).all()
+    assert logits.grad.abs().max() < 1e-12

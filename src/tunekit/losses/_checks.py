@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 
@@ -76,8 +77,10 @@ def check_num_items(num_items_in_batch: int | Tensor | None, reduction: str) -> 
         value = num_items_in_batch.item()
     else:
         value = num_items_in_batch
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
-        raise ValueError(f"num_items_in_batch must be a non-negative number, got {num_items_in_batch!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+        raise ValueError(
+            f"num_items_in_batch must be a finite non-negative number, got {num_items_in_batch!r}"
+        )
 
 
 def check_positive_int(name: str, value: int) -> None:
@@ -86,8 +89,18 @@ def check_positive_int(name: str, value: int) -> None:
 
 
 def check_epoch(epoch: float) -> None:
-    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Real) or not epoch >= 1:
-        raise ValueError(f"epoch is counted from 1 and must be a number >= 1, got {epoch!r}")
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Real) or not 1 <= epoch < math.inf:
+        raise ValueError(f"epoch is counted from 1 and must be a finite number >= 1, got {epoch!r}")
+
+
+def check_integer(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+
+
+def check_flag(name: str, value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
 def _describe(value: object) -> str:

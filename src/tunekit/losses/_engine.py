@@ -24,8 +24,8 @@ from torch.autograd.function import once_differentiable
 from ._reduction import reduce_token_losses, token_weights
 from ._workspace import Workspace
 
-# Logits path: elements of one (rows x candidates) chunk. 2**18 fp32 = 1 MiB, which stays in cache through
-# the several passes of the per-token math.
+# Logits path: elements of one (rows x candidates) chunk. 2**19 fp32 = 2 MiB, 1 MiB per thread of two, which
+# stays in cache through the several passes of the per-token math.
 CHUNK_ELEMENTS = 2**19
 # Fused path: elements of one chunk's logits (rows x candidates), or of its gathered weight rows
 # (rows x candidates x hidden) for per-row candidates. Larger, so each matmul gets many rows.
@@ -47,7 +47,8 @@ def compute_dtype_for(*tensors: Tensor | None) -> torch.dtype:
 class Segment:
     """Supervised tokens that are scored against the same kind of candidate set.
 
-    rows: (R,) int64 flat indices of the tokens.
+    rows: (R,) int64 flat indices of the tokens, strictly increasing (runs of consecutive rows are read as
+        slices).
     target: (R,) int64 index of each token's target among its candidates.
     candidates: None for the whole vocabulary (target is then the class id), (K,) vocabulary ids shared by
         all rows, or (R, K) ids per row.
@@ -87,7 +88,7 @@ class LogitsSource:
     """Candidate logits read from materialised logits (..., V); the gradient goes to a (..., V) buffer."""
 
     def __init__(self, logits: Tensor, need_grad: bool, segments: Sequence[Segment]) -> None:
-        num_classes = logits.shape[-1]
+        num_classes = self.num_classes = logits.shape[-1]
         self.logits = logits
         # A view when possible; otherwise (a strided slice such as logits[:, :-1]) rows are addressed through
         # their multi-dimensional index rather than by copying the logits.
@@ -136,7 +137,13 @@ class LogitsSource:
         return z, None
 
     def backprop(
-        self, rows: Tensor, candidates: Tensor | None, dz: Tensor, _: None, span: range | None, __: Workspace
+        self,
+        rows: Tensor,
+        candidates: Tensor | None,
+        dz: Tensor,
+        chunk: None,
+        span: range | None,
+        workspace: Workspace,
     ) -> None:
         flat_grad = self.grad.view(-1, self.grad.shape[-1])
         if candidates is None and span:
@@ -165,6 +172,7 @@ class LinearSource:
     ) -> None:
         self.hidden = hidden.reshape(-1, hidden.shape[-1])
         self.weight = weight
+        self.num_classes = weight.shape[0]
         self.bias = bias
         self.dtype = compute_dtype_for(hidden, weight, bias)
         self.chunk_elements = FUSED_CHUNK_ELEMENTS
@@ -266,7 +274,7 @@ class TokenLossJob:
         losses = torch.zeros(self.num_tokens, dtype=self.dtype, device=self.device)
         for segment in self.segments:
             candidates = segment.candidates
-            num_candidates = source_width(source) if candidates is None else candidates.shape[-1]
+            num_candidates = source.num_classes if candidates is None else candidates.shape[-1]
             step = source.chunk_rows(num_candidates, per_row=candidates is not None and candidates.dim() == 2)
             row_ids = segment.rows.tolist()  # one transfer per segment, to find runs of consecutive rows
             for start in range(0, len(row_ids), step):
@@ -286,18 +294,21 @@ class TokenLossJob:
         return losses, source.grads() if need_grad else ()
 
 
-def source_width(source: Source) -> int:
-    return source.logits.shape[-1] if isinstance(source, LogitsSource) else source.weight.shape[0]
-
-
 class _ChunkedTokenLoss(torch.autograd.Function):
-    """Returns the reduced loss; its gradient was computed during forward (or, for 'none', in backward)."""
+    """Returns the reduced loss; its gradient is computed during forward, or in backward when deferred.
+
+    The gradient is deferred to backward, where the incoming gradient is known and becomes part of the
+    per-token weights, for reduction="none" (a per-token incoming gradient) and for fp16 inputs, whose
+    pre-scaled gradient would underflow, and overflow once multiplied by a loss scale such as GradScaler's.
+    """
 
     @staticmethod
     def forward(ctx, job: TokenLossJob, weights: Tensor, reduction: str, shape: torch.Size, needs, *inputs):
-        ctx.job, ctx.needs, ctx.reduction, ctx.valid = job, needs, reduction, weights
-        if reduction == "none":
+        ctx.job, ctx.needs, ctx.weights = job, needs, weights
+        ctx.deferred = reduction == "none" or any(t is not None and t.dtype == torch.float16 for t in inputs)
+        if ctx.deferred:
             losses, _ = job.run(None, tuple(False for _ in needs))
+            ctx.save_for_backward(*inputs)  # so that autograd reports inputs changed in place before backward
         else:
             losses, grads = job.run(weights, needs)
             # Saved tensors are freed after backward unless the graph is retained (gradcheck, retain_graph).
@@ -307,13 +318,16 @@ class _ChunkedTokenLoss(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output: Tensor):
-        if ctx.reduction == "none":
-            weights = grad_output.reshape(-1).to(ctx.job.dtype) * ctx.valid
+        if ctx.deferred:
+            _ = ctx.saved_tensors  # unpacking checks that no input was modified in place since forward
+            weights = grad_output.reshape(-1).to(ctx.job.dtype) * ctx.weights
             _, grads = ctx.job.run(weights, ctx.needs)
-        else:
-            grads = ctx.saved_tensors
-            if not torch.equal(grad_output, torch.ones_like(grad_output)):  # e.g. a loss scale
-                grads = tuple(None if g is None else g * grad_output.to(g.dtype) for g in grads)
+            return (None, None, None, None, None, *grads)
+        # The saved gradients themselves are returned when the incoming gradient is 1 (a plain backward): no
+        # copy, as in Liger-Kernel. The check syncs, so on accelerators the product is always taken.
+        grads = ctx.saved_tensors
+        if grad_output.device.type != "cpu" or not torch.equal(grad_output, torch.ones_like(grad_output)):
+            grads = tuple(None if g is None else g * grad_output.to(g.dtype) for g in grads)
         return (None, None, None, None, None, *grads)
 
 

@@ -13,6 +13,7 @@ from torch import Tensor
 from ._checks import (
     REDUCTIONS,
     check_choice,
+    check_integer,
     check_logits_and_target,
     check_num_items,
     check_target_range,
@@ -38,10 +39,13 @@ def logits_loss(
     reduction: str,
     num_items_in_batch: int | Tensor | None,
     planner: Planner = whole_vocabulary,
+    min_classes: int = 1,
 ) -> Tensor:
     """Loss of logits (..., V) against target (...), reduced as `_reduction` says."""
     num_classes = check_logits_and_target(logits, target)
-    valid, segments = _plan(target, num_classes, ignore_index, reduction, num_items_in_batch, planner)
+    valid, segments = _plan(
+        target, num_classes, ignore_index, reduction, num_items_in_batch, planner, min_classes
+    )
     return chunked_token_loss(
         (logits,),
         lambda needs: LogitsSource(logits, needs[0], segments),
@@ -65,11 +69,14 @@ def linear_loss(
     reduction: str,
     num_items_in_batch: int | Tensor | None,
     planner: Planner = whole_vocabulary,
+    min_classes: int = 1,
 ) -> Tensor:
     """Loss of the logits `hidden @ weight.T + bias`, never materialised: hidden (..., H), weight (V, H)."""
     check_logits_and_target(hidden, target, what="hidden")
     num_classes = _check_projection(hidden, weight, bias)
-    valid, segments = _plan(target, num_classes, ignore_index, reduction, num_items_in_batch, planner)
+    valid, segments = _plan(
+        target, num_classes, ignore_index, reduction, num_items_in_batch, planner, min_classes
+    )
     return chunked_token_loss(
         (hidden, weight, bias),
         lambda needs: LinearSource(hidden, weight, bias, needs),
@@ -89,7 +96,13 @@ def _plan(
     reduction: str,
     num_items_in_batch: int | Tensor | None,
     planner: Planner,
+    min_classes: int,
 ) -> tuple[Tensor, list[Segment]]:
+    if num_classes < min_classes:
+        raise ValueError(
+            f"this objective needs at least {min_classes} classes (logits' last dim), got {num_classes}"
+        )
+    check_integer("ignore_index", ignore_index)
     check_choice("reduction", reduction, REDUCTIONS)
     check_num_items(num_items_in_batch, reduction)
     check_target_range(target, num_classes, ignore_index)
@@ -109,8 +122,8 @@ def _check_projection(hidden: Tensor, weight: Tensor, bias: Tensor | None) -> in
     if bias is not None and (
         not isinstance(bias, Tensor)
         or tuple(bias.shape) != (weight.shape[0],)
-        or bias.device != weight.device
+        or (bias.dtype, bias.device) != (weight.dtype, weight.device)
     ):
-        shape = tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__
-        raise ValueError(f"bias must have shape ({weight.shape[0]},) on {weight.device}, got {shape}")
+        got = f"{tuple(bias.shape)} {bias.dtype} on {bias.device}" if isinstance(bias, Tensor) else bias
+        raise ValueError(f"bias must be ({weight.shape[0]},) {weight.dtype} on {weight.device}, got {got!r}")
     return weight.shape[0]

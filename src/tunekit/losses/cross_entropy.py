@@ -6,7 +6,7 @@ from functools import partial
 
 from torch import Tensor, nn
 
-from ._checks import REDUCTIONS, check_choice, check_fraction
+from ._checks import REDUCTIONS, check_choice, check_fraction, check_integer
 from ._objective import linear_loss, logits_loss
 from .token_math import softmax_cross_entropy
 
@@ -38,6 +38,7 @@ def cross_entropy(
 
     Example::
 
+        >>> import torch
         >>> logits = torch.tensor([[4.0, 5.0, 10.0], [1.0, 5.0, 4.0], [1.0, 15.0, 4.0]])
         >>> round(cross_entropy(logits, torch.tensor([2, 1, 1])).item(), 6)
         0.111918
@@ -91,6 +92,7 @@ class CrossEntropyLoss(nn.Module):
         super().__init__()
         check_fraction("label_smoothing", label_smoothing, zero_ok=True, one_ok=False)
         check_choice("reduction", reduction, REDUCTIONS)
+        check_integer("ignore_index", ignore_index)
         self.label_smoothing = label_smoothing
         self.ignore_index = ignore_index
         self.reduction = reduction

@@ -8,7 +8,7 @@ from functools import partial
 
 from torch import Tensor, nn
 
-from ._checks import REDUCTIONS, check_choice, check_epoch, check_fraction
+from ._checks import REDUCTIONS, check_choice, check_epoch, check_fraction, check_integer
 from ._objective import linear_loss, logits_loss
 from .token_math import deceptive_cross_entropy
 
@@ -37,12 +37,12 @@ def dece_loss(
 
     Example::
 
+        >>> import torch
         >>> logits = torch.tensor([[4.0, 5.0, 10.0], [1.0, 5.0, 4.0]])
         >>> round(dece_loss(logits, torch.tensor([2, 1]), epoch=1).item(), 4)
         0.3638
     """
-    num_classes = logits.shape[-1] if isinstance(logits, Tensor) and logits.dim() else None
-    token_math = _dece_math(epoch, alpha_base, label_smoothing, num_classes)
+    token_math = _dece_math(epoch, alpha_base, label_smoothing)
     return logits_loss(
         logits,
         target,
@@ -50,6 +50,7 @@ def dece_loss(
         ignore_index=ignore_index,
         reduction=reduction,
         num_items_in_batch=num_items_in_batch,
+        min_classes=2,  # eps is spread over the V - 1 other classes
     )
 
 
@@ -70,8 +71,7 @@ def linear_dece_loss(
 
     hidden (..., H), weight (V, H), bias (V,) or None, target (...); other arguments as `dece_loss`.
     """
-    num_classes = weight.shape[0] if isinstance(weight, Tensor) and weight.dim() == 2 else None
-    token_math = _dece_math(epoch, alpha_base, label_smoothing, num_classes)
+    token_math = _dece_math(epoch, alpha_base, label_smoothing)
     return linear_loss(
         hidden,
         weight,
@@ -81,17 +81,14 @@ def linear_dece_loss(
         ignore_index=ignore_index,
         reduction=reduction,
         num_items_in_batch=num_items_in_batch,
+        min_classes=2,  # eps is spread over the V - 1 other classes
     )
 
 
-def _dece_math(epoch: float, alpha_base: float, label_smoothing: float, num_classes: int | None):
+def _dece_math(epoch: float, alpha_base: float, label_smoothing: float):
     check_epoch(epoch)
     check_fraction("alpha_base", alpha_base, zero_ok=False, one_ok=True)
     check_fraction("label_smoothing", label_smoothing, zero_ok=True, one_ok=False)
-    if num_classes is not None and num_classes < 2:  # a bad shape is reported by the shared checks
-        raise ValueError(
-            f"DeCE spreads eps over the V - 1 other classes and needs V >= 2, got V={num_classes}"
-        )
     return partial(deceptive_cross_entropy, alpha=alpha_base**epoch, label_smoothing=label_smoothing)
 
 
@@ -110,6 +107,7 @@ class DeCELoss(nn.Module):
         check_fraction("alpha_base", alpha_base, zero_ok=False, one_ok=True)
         check_fraction("label_smoothing", label_smoothing, zero_ok=True, one_ok=False)
         check_choice("reduction", reduction, REDUCTIONS)
+        check_integer("ignore_index", ignore_index)
         self.alpha_base = alpha_base
         self.label_smoothing = label_smoothing
         self.ignore_index = ignore_index

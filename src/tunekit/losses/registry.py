@@ -4,7 +4,7 @@ so a new objective is one entry here plus its per-token math."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -24,7 +24,6 @@ class TokenLossSpec:
     module: type[nn.Module]
     extra_args: tuple = ()
     sequence_only: bool = False  # needs (B, N, V) logits and (B, N) labels
-    defaults: dict = field(default_factory=dict)
 
 
 TOKEN_LOSSES: dict[str, TokenLossSpec] = {

@@ -10,7 +10,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from ._checks import REDUCTIONS, check_choice, check_positive_int
+from ._checks import REDUCTIONS, check_choice, check_flag, check_integer, check_positive_int
 from ._engine import Segment
 from ._objective import linear_loss, logits_loss
 from .token_math import softmax_cross_entropy
@@ -44,6 +44,7 @@ def smile_loss(
 
     Example::
 
+        >>> import torch
         >>> logits = torch.zeros(1, 3, 5)
         >>> labels = torch.tensor([[-100, 2, 4]])  # the prompt position is ignored
         >>> # first supervised position: -log(1/5); the next one: softmax over {2, 4}, -log(1/2)
@@ -104,8 +105,9 @@ def _smile_planner(
     generator: torch.Generator | None,
     what: str = "logits",
 ):
-    check_choice("subset", subset, SUBSETS)
-    check_positive_int("num_random", num_random)
+    _check_options(subset, num_random, first_token_mle)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     if (
         not isinstance(inputs, Tensor)
         or inputs.dim() != 3
@@ -123,6 +125,12 @@ def _smile_planner(
         first_token_mle=first_token_mle,
         generator=generator,
     )
+
+
+def _check_options(subset: str, num_random: int, first_token_mle: bool) -> None:
+    check_choice("subset", subset, SUBSETS)
+    check_positive_int("num_random", num_random)
+    check_flag("first_token_mle", first_token_mle)
 
 
 def plan_smile_segments(
@@ -150,7 +158,10 @@ def plan_smile_segments(
     targets = flat[rows]
 
     if subset == "random":
-        drawn = torch.randint(num_classes, (B, N, num_random), generator=generator, device=labels.device)
+        # drawn where the generator lives (a CPU generator may serve CUDA labels), then moved
+        device = labels.device if generator is None else generator.device
+        drawn = torch.randint(num_classes, (B, N, num_random), generator=generator, device=device)
+        drawn = drawn.to(labels.device)
         candidates, _ = torch.cat([targets.unsqueeze(1), drawn.view(B * N, num_random)[rows]], 1).sort(1)
         duplicate = torch.zeros_like(candidates, dtype=torch.bool)
         duplicate[:, 1:] = candidates[:, 1:] == candidates[:, :-1]  # duplicates count once
@@ -190,9 +201,9 @@ class SMILELoss(nn.Module):
         reduction: str = "mean",
     ) -> None:
         super().__init__()
-        check_choice("subset", subset, SUBSETS)
+        _check_options(subset, num_random, first_token_mle)
         check_choice("reduction", reduction, REDUCTIONS)
-        check_positive_int("num_random", num_random)
+        check_integer("ignore_index", ignore_index)
         self.subset = subset
         self.num_random = num_random
         self.first_token_mle = first_token_mle

@@ -96,37 +96,40 @@ def deceptive_cross_entropy(
 ) -> tuple[Tensor, Tensor | None]:
     """DeCE (Yang et al. 2024): cross-entropy of a smoothed target against a target-mixed prediction.
 
-    t_j = 1 - eps on the label, eps/(K-1) elsewhere;  p = clamp(softmax(z), 1e-7, 1)
-    q = alpha * p + (1 - alpha) * t;                  loss = -sum_j t_j log q_j
-    d loss / d z = -(t v - alpha p sum_j t_j v_j / alpha),  v_j = alpha p_j / q_j where p_j >= 1e-7, else 0
+    t_j = 1 - eps on the label, eps/(K-1) elsewhere;  p = softmax(z)
+    q = alpha * clamp(p, 1e-7, 1) + (1 - alpha) * t;  loss = -sum_j t_j log q_j
+    d loss / d z = alpha * (p sum_j t_j r_j - t r),  r_j = p_j / q_j where p_j >= 1e-7, else 0
     (the softmax Jacobian applied to d loss / d p = -alpha t / q, zero where the clamp is active).
     """
     num_classes = z.shape[-1]
     off_label = label_smoothing / (num_classes - 1)
     on_label = 1.0 - label_smoothing
     index = target.unsqueeze(1)
-    floor = alpha * DECE_PROB_FLOOR
 
     e, s, _ = _exp_shifted(z, workspace)
-    alpha_p = e.mul_(alpha / s)  # [R, K] alpha * softmax(z)
-    mixed = torch.clamp(alpha_p, min=floor, out=scratch(workspace, "mixed", z))
-    mixed.add_((1 - alpha) * off_label)  # q off the label
-    mixed_on_label = alpha_p.gather(1, index).clamp_(min=floor).add_((1 - alpha) * on_label)
+    probs = e.div_(s)  # [R, K]
+    # q: clamp, then lerp towards t (one pass each); off the label first, then the label's column
+    mixed = torch.clamp(probs, min=DECE_PROB_FLOOR, out=scratch(workspace, "mixed", z))
+    mixed.lerp_(mixed.new_tensor(off_label), 1 - alpha)
+    mixed_on_label = (
+        probs.gather(1, index).clamp_(min=DECE_PROB_FLOOR).mul_(alpha).add_((1 - alpha) * on_label)
+    )
     mixed.scatter_(1, index, mixed_on_label)
 
-    # sum_j t_j log q_j = off * sum_j log q_j + (on - off) * log q_y
-    smallest = floor + (1 - alpha) * min(off_label, on_label)
-    log_mixed_sum = _sum_of_logs(mixed, 2 if smallest**4 > _SAFE_PRODUCT[z.dtype] else 0, workspace)
-    loss = log_mixed_sum.mul_(-off_label).sub_(mixed_on_label.log().squeeze(1), alpha=on_label - off_label)
+    # -sum_j t_j log q_j = (off - on) log q_y - off * sum_j log q_j
+    loss = mixed_on_label.log().squeeze(1).mul_(off_label - on_label)
+    if off_label:
+        smallest = alpha * DECE_PROB_FLOOR + (1 - alpha) * min(off_label, on_label)
+        folds = 2 if smallest**4 > _SAFE_PRODUCT[z.dtype] else 0
+        loss.sub_(_sum_of_logs(mixed, folds, workspace), alpha=off_label)
     if grad_scale is None:
         return loss, None
 
-    # alpha p / q, and 0 where the clamp is active (threshold: one pass; a bool mask costs ten times more)
-    v = torch.threshold(alpha_p, floor, 0.0, out=scratch(workspace, "ratio", z)).div_(mixed)
-    v_on_label = v.gather(1, index)
-    # sum_j u_j with u_j = p_j t_j / q_j = t_j v_j / alpha
-    u_sum = v.sum(-1, keepdim=True).mul_(off_label).add_(v_on_label, alpha=on_label - off_label).div_(alpha)
-    scale = grad_scale.unsqueeze(1)
-    grad = v.mul_(scale * -off_label).addcmul_(alpha_p, u_sum * scale)  # -t v + alpha p sum(u), off-label t
-    grad.scatter_add_(1, index, v_on_label * (scale * (off_label - on_label)))  # on-label t correction
+    # r = p / q, and 0 where the clamp is active (threshold: one pass; a bool mask costs ten times more)
+    ratio = torch.threshold(probs, DECE_PROB_FLOOR, 0.0, out=scratch(workspace, "ratio", z)).div_(mixed)
+    ratio_on_label = ratio.gather(1, index)
+    t_ratio_sum = ratio.sum(-1, keepdim=True).mul_(off_label).add_(ratio_on_label, alpha=on_label - off_label)
+    scale = grad_scale.unsqueeze(1) * alpha
+    grad = ratio.mul_(scale * -off_label).addcmul_(probs, t_ratio_sum * scale)  # off-label t
+    grad.scatter_add_(1, index, ratio_on_label * (scale * (off_label - on_label)))  # the label's t
     return loss, grad
