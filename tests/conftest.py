@@ -154,14 +154,15 @@ def _seed_global_rng():
 
 @pytest.fixture
 def tiny_chunks(monkeypatch):
-    """Call with the vocabulary size: shrinks the engine's chunk budgets to 3 rows (+1 element) of it.
+    """Call with the vocabulary size: shrinks the engine's chunk budgets to 3 rows (+1 element) of it, and
+    the fused path's to ``fused_rows`` rows (larger than 3: its chunks' math runs in pieces of 3 rows).
 
     Several chunks and a ragged last chunk are then exercised on small inputs.
     """
     from tunekit.losses import _engine
 
-    def shrink(vocab: int) -> None:
+    def shrink(vocab: int, fused_rows: int = 3) -> None:
         monkeypatch.setattr(_engine, "CHUNK_ELEMENTS", vocab * 3 + 1)
-        monkeypatch.setattr(_engine, "FUSED_CHUNK_ELEMENTS", vocab * 3 + 1)
+        monkeypatch.setattr(_engine, "FUSED_CHUNK_ELEMENTS", vocab * fused_rows + 1)
 
     return shrink

@@ -137,6 +137,16 @@ def test_fused_tiny_chunks_match_reference(name, dtype, reduction, tiny_chunks):
     check_fused_against_reference(name, hidden, weight, bias, target, *extra, reduction=reduction)
 
 
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+@pytest.mark.parametrize("name", NAMES)
+def test_fused_chunks_whose_math_runs_in_pieces_match_reference(name, reduction, tiny_chunks):
+    vocab = 31
+    tiny_chunks(vocab, fused_rows=8)  # chunks of 8 rows, math in pieces of 3, 3 and 2 rows
+    hidden, weight, bias, target = fused_sample((5, 7), vocab)
+    extra = TOKEN_LOSSES[name].extra_args
+    check_fused_against_reference(name, hidden, weight, bias, target, *extra, reduction=reduction)
+
+
 @pytest.mark.parametrize("subset", SUBSETS)
 def test_fused_smile_subsets_with_tiny_chunks_match_reference(subset, tiny_chunks):
     vocab = 13

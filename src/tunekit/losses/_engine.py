@@ -28,8 +28,10 @@ from ._workspace import Workspace
 # stays in cache through the several passes of the per-token math.
 CHUNK_ELEMENTS = 2**19
 # Fused path: elements of one chunk's logits (rows x candidates), or of its gathered weight rows
-# (rows x candidates x hidden) for per-row candidates. Larger, so each matmul gets many rows.
-FUSED_CHUNK_ELEMENTS = 2**22
+# (rows x candidates x hidden) for per-row candidates. Larger (64 MiB of fp32), so that each matmul and each
+# read-modify-write of the (V, H) weight gradient covers many rows; the math still runs in cache-sized
+# pieces of CHUNK_ELEMENTS.
+FUSED_CHUNK_ELEMENTS = 2**24
 
 # (z (R, K) read-only, target (R,), grad_scale (R,) or None, workspace)
 #   -> (loss (R,), d sum(grad_scale * loss) / dz (R, K) or None)
@@ -287,11 +289,31 @@ class TokenLossJob:
                 if mask is not None:
                     z = torch.add(z, mask, out=workspace.like("masked", z))
                 scale = weights.index_select(0, rows) if need_grad else None
-                loss, dz = self.token_math(z, segment.target[part], scale, workspace)
+                loss, dz = self._math_in_pieces(z, segment.target[part], scale, workspace)
                 losses.index_copy_(0, rows, loss)
                 if need_grad:
                     source.backprop(rows, part_candidates, dz, chunk, span, workspace)
         return losses, source.grads() if need_grad else ()
+
+    def _math_in_pieces(
+        self, z: Tensor, target: Tensor, scale: Tensor | None, workspace: Workspace
+    ) -> tuple[Tensor, Tensor | None]:
+        """The token math over z (c, K) in pieces of at most CHUNK_ELEMENTS, which stay in cache. A fused
+        chunk is larger than that, so that each update of the weight gradient (V, H) covers many rows."""
+        piece_rows = max(1, CHUNK_ELEMENTS // z.shape[1])
+        if z.shape[0] <= piece_rows:
+            return self.token_math(z, target, scale, workspace)
+        losses = []
+        dz = None if scale is None else workspace.like("dz", z)
+        for start in range(0, z.shape[0], piece_rows):
+            piece = slice(start, start + piece_rows)
+            loss, dz_piece = self.token_math(
+                z[piece], target[piece], None if scale is None else scale[piece], workspace
+            )
+            losses.append(loss)
+            if dz is not None:
+                dz[piece] = dz_piece
+        return torch.cat(losses), dz
 
 
 class _ChunkedTokenLoss(torch.autograd.Function):

@@ -33,7 +33,16 @@ def dece_loss(
         loss = -(t * log(alpha * p + (1 - alpha) * t)).sum()
 
     Ignored tokens (``ignore_index``, -100 by default, the Hugging Face convention) count nowhere: "mean"
-    divides by the supervised tokens only. Reduction and ``num_items_in_batch`` as in `cross_entropy`.
+    divides by the supervised tokens only.
+
+    Args:
+        logits: (..., V) float tensor, V >= 2; fp16/bf16 are computed in fp32, the gradient comes back in
+            their dtype.
+        target: (...) integer class ids in [0, V), or ``ignore_index``.
+        epoch: the current epoch, counted from 1 (a fractional epoch decays alpha smoothly).
+        alpha_base: in (0, 1]; 1 turns DeCE into cross-entropy against the smoothed target.
+        label_smoothing: eps in [0, 1), put as eps/(V-1) on every class but the label.
+        reduction, num_items_in_batch: as in `cross_entropy`.
 
     Example::
 
