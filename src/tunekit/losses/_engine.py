@@ -185,7 +185,10 @@ class LinearSource:
 
     def chunk_rows(self, num_candidates: int, per_row: bool) -> int:
         per_row_elements = num_candidates * (self.hidden.shape[1] if per_row else 1)
-        return max(1, self.chunk_elements // per_row_elements)
+        # at most an eighth of the tokens (but 256 rows), so that the chunk stays small next to the logits
+        # it replaces when there are few tokens
+        rows = min(self.chunk_elements // per_row_elements, max(256, -(-self.hidden.shape[0] // 8)))
+        return max(1, rows)
 
     def read(
         self, rows: Tensor, candidates: Tensor | None, span: range | None, workspace: Workspace
