@@ -98,6 +98,12 @@ def check_integer(name: str, value: int) -> None:
         raise ValueError(f"{name} must be an integer, got {value!r}")
 
 
+def check_reduction_options(ignore_index: int, reduction: str) -> None:
+    """The options every token-level objective shares, checked by the functions and the modules alike."""
+    check_integer("ignore_index", ignore_index)
+    check_choice("reduction", reduction, REDUCTIONS)
+
+
 def check_flag(name: str, value: bool) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {value!r}")

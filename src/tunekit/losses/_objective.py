@@ -11,11 +11,9 @@ from collections.abc import Callable
 from torch import Tensor
 
 from ._checks import (
-    REDUCTIONS,
-    check_choice,
-    check_integer,
     check_logits_and_target,
     check_num_items,
+    check_reduction_options,
     check_target_range,
 )
 from ._engine import LinearSource, LogitsSource, Segment, TokenMath, chunked_token_loss
@@ -102,8 +100,7 @@ def _plan(
         raise ValueError(
             f"this objective needs at least {min_classes} classes (logits' last dim), got {num_classes}"
         )
-    check_integer("ignore_index", ignore_index)
-    check_choice("reduction", reduction, REDUCTIONS)
+    check_reduction_options(ignore_index, reduction)
     check_num_items(num_items_in_batch, reduction)
     check_target_range(target, num_classes, ignore_index)
     valid = target != ignore_index

@@ -6,7 +6,7 @@ from functools import partial
 
 from torch import Tensor, nn
 
-from ._checks import REDUCTIONS, check_choice, check_fraction, check_integer
+from ._checks import check_fraction, check_reduction_options
 from ._objective import linear_loss, logits_loss
 from .token_math import softmax_cross_entropy
 
@@ -91,8 +91,7 @@ class CrossEntropyLoss(nn.Module):
     ) -> None:
         super().__init__()
         check_fraction("label_smoothing", label_smoothing, zero_ok=True, one_ok=False)
-        check_choice("reduction", reduction, REDUCTIONS)
-        check_integer("ignore_index", ignore_index)
+        check_reduction_options(ignore_index, reduction)
         self.label_smoothing = label_smoothing
         self.ignore_index = ignore_index
         self.reduction = reduction

@@ -8,7 +8,7 @@ from functools import partial
 
 from torch import Tensor, nn
 
-from ._checks import REDUCTIONS, check_choice, check_epoch, check_fraction, check_integer
+from ._checks import check_epoch, check_fraction, check_reduction_options
 from ._objective import linear_loss, logits_loss
 from .token_math import deceptive_cross_entropy
 
@@ -115,8 +115,7 @@ class DeCELoss(nn.Module):
         super().__init__()
         check_fraction("alpha_base", alpha_base, zero_ok=False, one_ok=True)
         check_fraction("label_smoothing", label_smoothing, zero_ok=True, one_ok=False)
-        check_choice("reduction", reduction, REDUCTIONS)
-        check_integer("ignore_index", ignore_index)
+        check_reduction_options(ignore_index, reduction)
         self.alpha_base = alpha_base
         self.label_smoothing = label_smoothing
         self.ignore_index = ignore_index

@@ -10,7 +10,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from ._checks import REDUCTIONS, check_choice, check_flag, check_integer, check_positive_int
+from ._checks import check_choice, check_flag, check_positive_int, check_reduction_options
 from ._engine import Segment
 from ._objective import linear_loss, logits_loss
 from .token_math import softmax_cross_entropy
@@ -202,8 +202,7 @@ class SMILELoss(nn.Module):
     ) -> None:
         super().__init__()
         _check_options(subset, num_random, first_token_mle)
-        check_choice("reduction", reduction, REDUCTIONS)
-        check_integer("ignore_index", ignore_index)
+        check_reduction_options(ignore_index, reduction)
         self.subset = subset
         self.num_random = num_random
         self.first_token_mle = first_token_mle
