@@ -14,6 +14,7 @@ import pytest
 import torch
 import transformers
 
+from tiny_lm import make_gpt2, make_prompted_batch
 from tunekit.losses import TOKEN_LOSSES, DeCELoss, cross_entropy, linear_cross_entropy
 
 IGNORE = -100
@@ -58,43 +59,22 @@ def training_cases() -> list:
 
 
 def make_batch(seed: int) -> dict[str, torch.Tensor]:
-    """BATCH sequences: a prompt of 3-8 random ids outside CYCLE (masked), a response of 6-14 ids walking
-    CYCLE from a random start, then right padding (masked, attention 0)."""
-    gen = torch.Generator().manual_seed(seed)
-    input_ids = torch.full((BATCH, LENGTH), PAD)
-    labels = torch.full((BATCH, LENGTH), IGNORE)
-    attention_mask = torch.zeros(BATCH, LENGTH, dtype=torch.long)
-    others = torch.arange(len(CYCLE) + 1, VOCAB)
-    for b in range(BATCH):
-        prompt_len = int(torch.randint(3, 9, (), generator=gen))
-        response_len = int(torch.randint(6, 15, (), generator=gen))
-        start = int(torch.randint(len(CYCLE), (), generator=gen))
-        prompt = others[torch.randint(len(others), (prompt_len,), generator=gen)]
-        response = torch.tensor([CYCLE[(start + k) % len(CYCLE)] for k in range(response_len)])
-        end = prompt_len + response_len
-        input_ids[b, :end] = torch.cat([prompt, response])
-        labels[b, prompt_len:end] = response
-        attention_mask[b, :end] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    """BATCH sequences: a prompt of 3-8 ids (masked), a response of 6-14 ids walking CYCLE, padding."""
+    return make_prompted_batch(
+        seed,
+        batch=BATCH,
+        length=LENGTH,
+        vocab=VOCAB,
+        cycle=CYCLE,
+        prompt_lengths=(3, 8),
+        response_lengths=(6, 14),
+    )
 
 
 def make_model(seed: int = 0) -> transformers.GPT2LMHeadModel:
-    config = transformers.GPT2Config(
-        vocab_size=VOCAB,
-        n_positions=64,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=PAD,
-        eos_token_id=PAD,
-    )
-    torch.manual_seed(seed)
-    model = transformers.GPT2LMHeadModel(config)
+    model = make_gpt2(vocab=VOCAB, positions=64, dropout=0.0, seed=seed)
     assert model.lm_head.weight is model.transformer.wte.weight  # tied: the fused form gets the embedding
-    return model.train()
+    return model
 
 
 def shifted_logits(model, batch) -> torch.Tensor:

@@ -1,22 +1,48 @@
-"""Training objectives. Token-level objectives replace cross-entropy on sequences; each has a logits form,
-a fused-linear form that never materialises the logits, and an `nn.Module` that holds its hyper-parameters.
+"""Training objectives.
+
+Token-level objectives replace cross-entropy on sequences; each has a logits form, a fused-linear form that
+never materialises the logits, and an `nn.Module` that holds its hyper-parameters. Classification and
+regression objectives score a head's output; `rdrop_kl` is R-Drop's consistency term between two passes.
 """
 
 from .cross_entropy import CrossEntropyLoss, cross_entropy, linear_cross_entropy
 from .dece import DeCELoss, dece_loss, linear_dece_loss
-from .registry import TOKEN_LOSSES, TokenLossSpec
+from .dice import DiceLoss, dice_loss
+from .focal import BinaryFocalLoss, FocalLoss, binary_focal_loss, focal_loss
+from .mse_corr import MSECorrLoss, mse_corr_loss
+from .rdrop import RDropLoss, rdrop_kl
+from .registry import (
+    CLASSIFICATION_LOSSES,
+    PROBLEM_TYPES,
+    TOKEN_LOSSES,
+    ClassificationLossSpec,
+    TokenLossSpec,
+)
 from .smile import SMILELoss, linear_smile_loss, smile_loss
 
 __all__ = [
+    "CLASSIFICATION_LOSSES",
+    "PROBLEM_TYPES",
     "TOKEN_LOSSES",
+    "BinaryFocalLoss",
+    "ClassificationLossSpec",
     "CrossEntropyLoss",
     "DeCELoss",
+    "DiceLoss",
+    "FocalLoss",
+    "MSECorrLoss",
+    "RDropLoss",
     "SMILELoss",
     "TokenLossSpec",
+    "binary_focal_loss",
     "cross_entropy",
     "dece_loss",
+    "dice_loss",
+    "focal_loss",
     "linear_cross_entropy",
     "linear_dece_loss",
     "linear_smile_loss",
+    "mse_corr_loss",
+    "rdrop_kl",
     "smile_loss",
 ]

@@ -33,14 +33,14 @@ def check_fraction(name: str, value: float, *, zero_ok: bool, one_ok: bool) -> N
 def check_logits_and_target(logits: Tensor, target: Tensor, *, what: str = "logits") -> int:
     """Check logits (..., V) against integer targets (...); return V."""
     if not isinstance(logits, Tensor) or not logits.is_floating_point():
-        raise ValueError(f"{what} must be a floating-point tensor, got {_describe(logits)}")
+        raise ValueError(f"{what} must be a floating-point tensor, got {describe(logits)}")
     if (
         not isinstance(target, Tensor)
         or target.is_floating_point()
         or target.is_complex()
         or (target.dtype == torch.bool)
     ):
-        raise ValueError(f"target must be an integer tensor of class indices, got {_describe(target)}")
+        raise ValueError(f"target must be an integer tensor of class indices, got {describe(target)}")
     if logits.dim() == 0 or tuple(logits.shape[:-1]) != tuple(target.shape):
         raise ValueError(
             f"{what} of shape {tuple(logits.shape)} need target of shape {tuple(logits.shape[:-1])} "
@@ -104,12 +104,51 @@ def check_reduction_options(ignore_index: int, reduction: str) -> None:
     check_choice("reduction", reduction, REDUCTIONS)
 
 
+def check_non_negative(name: str, value: float, *, positive: bool = False) -> None:
+    """Check that `value` is a finite real number >= 0 (> 0 with `positive`)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value < math.inf
+    if not ok or (positive and value == 0):
+        raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} 0, got {value!r}")
+
+
+def check_float_tensor(name: str, value: object) -> None:
+    if not isinstance(value, Tensor) or not value.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {describe(value)}")
+
+
+def check_same_shape(name_a: str, a: Tensor, name_b: str, b: object) -> None:
+    """Check that `b` is a real-valued tensor of `a`'s shape on `a`'s device (bool and integer allowed)."""
+    if not isinstance(b, Tensor) or b.is_complex():
+        raise ValueError(f"{name_b} must be a real-valued tensor, got {describe(b)}")
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{name_a} of shape {tuple(a.shape)} need {name_b} of the same shape, got {tuple(b.shape)}"
+        )
+    if a.device != b.device:
+        raise ValueError(f"{name_a} are on {a.device} but {name_b} is on {b.device}")
+
+
+def check_probability_targets(
+    target: Tensor, ignore_index: int | None = None, *, name: str = "target"
+) -> None:
+    """Binary / multi-label targets: values in [0, 1] (soft labels allowed), or `ignore_index`."""
+    if target.numel() == 0 or not debug_checks_enabled(target.device):
+        return
+    bad = (target < 0) | (target > 1) | target.isnan()
+    if ignore_index is not None:
+        bad &= target != ignore_index
+    if bad.any():
+        value = target[bad][0].item()
+        allowed = "" if ignore_index is None else f" or ignore_index={ignore_index}"
+        raise ValueError(f"{name} contains {value}; binary targets must be in [0, 1]{allowed}")
+
+
 def check_flag(name: str, value: bool) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
-def _describe(value: object) -> str:
+def describe(value: object) -> str:
     if isinstance(value, Tensor):
         return f"a {value.dtype} tensor"
     return type(value).__name__

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ._dtypes import compute_dtype_for
 from ._reduction import reduce_token_losses, token_weights
 from ._workspace import Workspace
 
@@ -36,13 +37,6 @@ FUSED_CHUNK_ELEMENTS = 2**24
 # (z (R, K) read-only, target (R,), grad_scale (R,) or None, workspace)
 #   -> (loss (R,), d sum(grad_scale * loss) / dz (R, K) or None)
 TokenMath = Callable[[Tensor, Tensor, "Tensor | None", Workspace], tuple[Tensor, "Tensor | None"]]
-
-
-def compute_dtype_for(*tensors: Tensor | None) -> torch.dtype:
-    """fp16/bf16/fp32 inputs are computed in fp32; fp64 stays fp64 (gradcheck)."""
-    if any(t is not None and t.dtype == torch.float64 for t in tensors):
-        return torch.float64
-    return torch.float32
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""The one place where ignored tokens, `reduction` and `num_items_in_batch` turn per-token losses into a loss.
+"""The one place where ignored items, `reduction` and `num_items_in_batch` turn per-item losses into a loss.
 
-Every token-level objective reduces through `token_weights`: the reduced loss is `sum_i w_i * loss_i`
-with `w_i = 0` at ignored tokens and
+Every objective reduces through `token_weights` (the chunked token objectives directly, the others through
+`reduce_losses`); an item is a token, a classified element, a dice term or a position of R-Drop. The reduced
+loss is `sum_i w_i * loss_i` with `w_i = 0` at ignored tokens and
 
 - ``reduction="sum"``: ``w_i = 1``;
 - ``reduction="mean"``: ``w_i = 1 / max(1, number of supervised tokens)``;
@@ -38,3 +39,20 @@ def reduce_token_losses(per_token: Tensor, weights: Tensor, reduction: str, shap
     if reduction == "none":
         return per_token.reshape(shape)
     return per_token @ weights
+
+
+def reduce_losses(
+    losses: Tensor,
+    valid: Tensor | None,
+    reduction: str,
+    num_items_in_batch: int | Tensor | None = None,
+) -> Tensor:
+    """Per-item losses (...) reduced with `token_weights`; `valid` (...) bool marks the supervised items
+    (None: all). 'none' returns the losses with 0 where not valid. The losses must be finite where not
+    valid: their gradient there is zeroed, not NaN-proofed."""
+    if valid is None:
+        valid = torch.ones(losses.shape, dtype=torch.bool, device=losses.device)
+    else:
+        losses = torch.where(valid, losses, 0)
+    weights = token_weights(valid.reshape(-1), reduction, num_items_in_batch, losses.dtype)
+    return reduce_token_losses(losses.reshape(-1), weights, reduction, losses.shape)

@@ -1,0 +1,58 @@
+"""A tiny GPT-2 and prompted sequences for the end-to-end tests with a causal LM (no download)."""
+
+from __future__ import annotations
+
+import torch
+import transformers
+
+IGNORE = -100
+PAD = 0
+
+
+def make_prompted_batch(
+    seed: int,
+    *,
+    batch: int,
+    length: int,
+    vocab: int,
+    cycle: list[int],
+    prompt_lengths: tuple[int, int],
+    response_lengths: tuple[int, int],
+) -> dict[str, torch.Tensor]:
+    """``batch`` sequences: a prompt of ``prompt_lengths`` (low, high inclusive) random ids outside ``cycle``
+    (labels -100), a response of ``response_lengths`` ids walking ``cycle`` from a random start, then right
+    padding (labels -100, attention 0). Learnable: each response id determines the next."""
+    gen = torch.Generator().manual_seed(seed)
+    input_ids = torch.full((batch, length), PAD)
+    labels = torch.full((batch, length), IGNORE)
+    attention_mask = torch.zeros(batch, length, dtype=torch.long)
+    others = torch.arange(len(cycle) + 1, vocab)
+    for b in range(batch):
+        prompt_len = int(torch.randint(prompt_lengths[0], prompt_lengths[1] + 1, (), generator=gen))
+        response_len = int(torch.randint(response_lengths[0], response_lengths[1] + 1, (), generator=gen))
+        start = int(torch.randint(len(cycle), (), generator=gen))
+        prompt = others[torch.randint(len(others), (prompt_len,), generator=gen)]
+        response = torch.tensor([cycle[(start + k) % len(cycle)] for k in range(response_len)])
+        end = prompt_len + response_len
+        input_ids[b, :end] = torch.cat([prompt, response])
+        labels[b, prompt_len:end] = response
+        attention_mask[b, :end] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def make_gpt2(*, vocab: int, positions: int, dropout: float, seed: int) -> transformers.GPT2LMHeadModel:
+    """A 2-layer, 32-dim GPT-2 with random weights, in train mode."""
+    config = transformers.GPT2Config(
+        vocab_size=vocab,
+        n_positions=positions,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+        bos_token_id=PAD,
+        eos_token_id=PAD,
+    )
+    torch.manual_seed(seed)
+    return transformers.GPT2LMHeadModel(config).train()
