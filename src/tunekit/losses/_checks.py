@@ -32,8 +32,7 @@ def check_fraction(name: str, value: float, *, zero_ok: bool, one_ok: bool) -> N
 
 def check_logits_and_target(logits: Tensor, target: Tensor, *, what: str = "logits") -> int:
     """Check logits (..., V) against integer targets (...); return V."""
-    if not isinstance(logits, Tensor) or not logits.is_floating_point():
-        raise ValueError(f"{what} must be a floating-point tensor, got {describe(logits)}")
+    check_float_tensor(what, logits)
     if (
         not isinstance(target, Tensor)
         or target.is_floating_point()

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import (
+    REDUCTIONS,
+    check_choice,
     check_float_tensor,
     check_fraction,
     check_logits_and_target,
@@ -69,8 +71,7 @@ def binary_focal_loss(
         >>> round(binary_focal_loss(logits, torch.tensor([[0, 1, 1], [1, 0, 1]])).item(), 7)
         0.0908353
     """
-    _check_binary_options(alpha, gamma)
-    check_reduction_options(-100, reduction)
+    _check_binary_options(alpha, gamma, reduction)
     check_num_items(num_items_in_batch, reduction)
     check_float_tensor("logits", logits)
     check_same_shape("logits", logits, "targets", targets)
@@ -192,8 +193,7 @@ class BinaryFocalLoss(nn.Module):
 
     def __init__(self, alpha: float | None = 0.25, gamma: float = 2.0, reduction: str = "mean") -> None:
         super().__init__()
-        _check_binary_options(alpha, gamma)
-        check_reduction_options(-100, reduction)
+        _check_binary_options(alpha, gamma, reduction)
         self.alpha = alpha
         self.gamma = gamma
         self.reduction = reduction
@@ -260,7 +260,8 @@ class FocalLoss(nn.Module):
         )
 
 
-def _check_binary_options(alpha: float | None, gamma: float) -> None:
+def _check_binary_options(alpha: float | None, gamma: float, reduction: str) -> None:
     if alpha is not None:
         check_fraction("alpha", alpha, zero_ok=True, one_ok=True)
     check_non_negative("gamma", gamma)
+    check_choice("reduction", reduction, REDUCTIONS)  # no ignore_index: targets are probabilities
