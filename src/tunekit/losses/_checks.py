@@ -1,4 +1,5 @@
-"""Input validation shared by every objective. User errors are `ValueError`s that name the bad value."""
+"""Input validation shared by every objective (the scalar checks come from `tunekit._checks`). User errors
+are `ValueError`s that name the bad value."""
 
 from __future__ import annotations
 
@@ -9,25 +10,23 @@ import os
 import torch
 from torch import Tensor
 
+from .._checks import (  # noqa: F401  (re-exported: the objectives import every check from here)
+    check_choice,
+    check_count,
+    check_flag,
+    check_fraction,
+    check_integer,
+    check_non_negative,
+    check_positive_int,
+    describe,
+)
+
 REDUCTIONS = ("none", "mean", "sum")
 
 
 def debug_checks_enabled(device: torch.device) -> bool:
     """Value checks that need a device sync run always on CPU, on accelerators only with TUNEKIT_DEBUG=1."""
     return device.type == "cpu" or os.environ.get("TUNEKIT_DEBUG", "") not in ("", "0")
-
-
-def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
-def check_fraction(name: str, value: float, *, zero_ok: bool, one_ok: bool) -> None:
-    """Check that `value` is a real number in [0, 1], with the ends allowed as the flags say."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value <= 1
-    if not ok or (value == 0 and not zero_ok) or (value == 1 and not one_ok):
-        interval = f"{'[' if zero_ok else '('}0, 1{']' if one_ok else ')'}"
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
 
 
 def check_logits_and_target(logits: Tensor, target: Tensor, *, what: str = "logits") -> int:
@@ -82,32 +81,15 @@ def check_num_items(num_items_in_batch: int | Tensor | None, reduction: str) -> 
         )
 
 
-def check_positive_int(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 def check_epoch(epoch: float) -> None:
     if isinstance(epoch, bool) or not isinstance(epoch, numbers.Real) or not 1 <= epoch < math.inf:
         raise ValueError(f"epoch is counted from 1 and must be a finite number >= 1, got {epoch!r}")
-
-
-def check_integer(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
 
 
 def check_reduction_options(ignore_index: int, reduction: str) -> None:
     """The options every token-level objective shares, checked by the functions and the modules alike."""
     check_integer("ignore_index", ignore_index)
     check_choice("reduction", reduction, REDUCTIONS)
-
-
-def check_non_negative(name: str, value: float, *, positive: bool = False) -> None:
-    """Check that `value` is a finite real number >= 0 (> 0 with `positive`)."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value < math.inf
-    if not ok or (positive and value == 0):
-        raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} 0, got {value!r}")
 
 
 def check_float_tensor(name: str, value: object) -> None:
@@ -140,14 +122,3 @@ def check_probability_targets(
         value = target[bad][0].item()
         allowed = "" if ignore_index is None else f" or ignore_index={ignore_index}"
         raise ValueError(f"{name} contains {value}; binary targets must be in [0, 1]{allowed}")
-
-
-def check_flag(name: str, value: bool) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-
-
-def describe(value: object) -> str:
-    if isinstance(value, Tensor):
-        return f"a {value.dtype} tensor"
-    return type(value).__name__

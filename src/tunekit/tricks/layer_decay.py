@@ -1,0 +1,121 @@
+"""Layer-wise learning-rate decay (Clark et al. 2020, ELECTRA; timm's `param_groups_layer_decay`): the
+lower a layer, the smaller its learning rate, so fine-tuning moves general features less than task ones.
+
+With L transformer layers numbered 1..L, the embeddings at depth 0 and the head above them::
+
+    lr(depth) = lr * layer_decay ** (L + 1 - depth)     # depth L gets lr * layer_decay, embeddings the least
+    lr(head) = head_lr (lr unless given)
+
+Returns ordinary param-group dicts with a plain ``lr`` per group (the Hugging Face Trainer ignores timm's
+``lr_scale``), ready for any `torch.optim` optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from .._checks import check_fraction, check_non_negative
+from ._models import unwrap
+
+# the ModuleList of blocks: BERT / RoBERTa / ELECTRA / DeBERTa-v2 / XLNet `layer`, Llama / Mistral / Qwen2
+# `layers`, GPT-2 `h`, T5 `block` (one stack in the encoder, one in the decoder)
+_LAYER = re.compile(r"^(?P<stack>(?:.*?\.)?(?:layer|layers|h|block))\.(?P<index>\d+)\.")
+
+
+def layer_decay_param_groups(
+    model: nn.Module,
+    lr: float,
+    layer_decay: float,
+    *,
+    weight_decay: float = 0.0,
+    head_lr: float | None = None,
+    layer_of: Callable[[str], int | None] | None = None,
+) -> list[dict[str, Any]]:
+    """Param groups with layer-wise decayed learning rates; every trainable parameter is in exactly one.
+
+    Depths are read from parameter names: blocks ``<stack>.<i>.`` of the ModuleList named ``layer``,
+    ``layers``, ``h`` or ``block`` (BERT, RoBERTa, DeBERTa-v2, ELECTRA, XLNet, GPT-2, Llama, Mistral,
+    Qwen2, T5); several stacks (T5's encoder and decoder) are stacked in the order they appear. Parameters
+    before the first block (the embeddings) are depth 0; those between blocks (T5's encoder final norm)
+    take the depth of the block before them; those after the last block (final norm, pooler, classifier,
+    LM head) form the head.
+
+    Biases and other parameters with fewer than 2 dimensions (norm weights) get no weight decay.
+
+    Args:
+        model: the model (a DDP wrapper is looked through); frozen parameters are left out.
+        lr: the learning rate of the top layer's neighbour, the head (see the module docstring).
+        layer_decay: the factor per layer, in (0, 1].
+        weight_decay: for parameters with 2 or more dimensions.
+        head_lr: the head's learning rate; default ``lr``.
+        layer_of: for architectures whose names this cannot read: maps a parameter name to its depth
+            (0 = embeddings, 1..L the blocks) or None for the head.
+
+    Raises:
+        ValueError: no block is found in the parameter names and no `layer_of` is given.
+    """
+    check_non_negative("lr", lr, positive=True)
+    check_fraction("layer_decay", layer_decay, zero_ok=False, one_ok=True)
+    check_non_negative("weight_decay", weight_decay)
+    if head_lr is not None:
+        check_non_negative("head_lr", head_lr, positive=True)
+    params = [(name, p) for name, p in unwrap(model).named_parameters() if p.requires_grad]
+    depths = _depths_from_names([name for name, _ in params]) if layer_of is None else None
+    if layer_of is not None:
+        depths = {name: layer_of(name) for name, _ in params}
+    num_layers = max((d for d in depths.values() if d is not None), default=0)
+    groups: dict[tuple[int | None, bool], dict[str, Any]] = {}
+    for name, param in params:
+        depth = depths[name]
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+            raise ValueError(f"layer_of({name!r}) must be a depth >= 0 or None, got {depth!r}")
+        decays = param.ndim >= 2
+        group = groups.get((depth, decays))
+        if group is None:
+            group_lr = (
+                (head_lr if head_lr is not None else lr)
+                if depth is None
+                else (lr * layer_decay ** (num_layers + 1 - depth))
+            )
+            group = groups[(depth, decays)] = {
+                "params": [],
+                "lr": group_lr,
+                "weight_decay": weight_decay if decays else 0.0,
+                "layer": "head" if depth is None else depth,
+                "param_names": [],
+            }
+        group["params"].append(param)
+        group["param_names"].append(name)
+    order = sorted(groups, key=lambda key: (math.inf if key[0] is None else key[0], not key[1]))
+    return [groups[key] for key in order]
+
+
+def _depths_from_names(names: list[str]) -> dict[str, int | None]:
+    """Name -> depth (0 embeddings, 1..L blocks) or None (head), from the block names' order."""
+    blocks = [_LAYER.match(name) for name in names]
+    if not any(blocks):
+        raise ValueError(
+            "cannot find the layers of this model: no parameter name has a block '<...>.layer.<i>.', "
+            "'layers.<i>.', 'h.<i>.' or 'block.<i>.'; pass layer_of=<function mapping a parameter name to "
+            f"its depth> (first names: {names[:3]})"
+        )
+    offsets: dict[str, int] = {}  # stack -> depth before its first block
+    sizes: dict[str, int] = {}
+    for match in filter(None, blocks):
+        stack, index = match["stack"], int(match["index"])
+        if stack not in offsets:
+            offsets[stack] = sum(sizes.values())
+        sizes[stack] = max(sizes.get(stack, 0), index + 1)
+    last_block = max(i for i, match in enumerate(blocks) if match)
+    depths: dict[str, int | None] = {}
+    depth = 0
+    for i, (name, match) in enumerate(zip(names, blocks, strict=True)):
+        if match:
+            depth = offsets[match["stack"]] + int(match["index"]) + 1
+        depths[name] = None if i > last_block else depth
+    return depths
