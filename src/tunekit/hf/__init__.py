@@ -8,4 +8,44 @@ try:
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError("tunekit.hf needs transformers and tokenizers: pip install 'tunekit[hf]'") from error
 
-__all__: list[str] = []
+from .decoding import (
+    DEFAULT_STRATEGIES,
+    Decoded,
+    Strategy,
+    compare_strategies,
+    decode,
+    format_comparison,
+    format_steps,
+    format_token_log_probs,
+    sequence_log_prob,
+    token_log_probs,
+)
+from .long_text import SlidingWindowClassifier, aggregate_windows, classify_long_texts, tokenize_windows
+from .loss_func import TASKS, TrainerLoss, rdrop_loss_func
+from .pooled_classifier import PooledClassifier
+from .trainer import TrainerTricks, TunekitSeq2SeqTrainer, TunekitTrainer, TunekitTrainerMixin
+
+__all__ = [
+    "DEFAULT_STRATEGIES",
+    "TASKS",
+    "Decoded",
+    "PooledClassifier",
+    "SlidingWindowClassifier",
+    "Strategy",
+    "TrainerLoss",
+    "TrainerTricks",
+    "TunekitSeq2SeqTrainer",
+    "TunekitTrainer",
+    "TunekitTrainerMixin",
+    "aggregate_windows",
+    "classify_long_texts",
+    "compare_strategies",
+    "decode",
+    "format_comparison",
+    "format_steps",
+    "format_token_log_probs",
+    "rdrop_loss_func",
+    "sequence_log_prob",
+    "token_log_probs",
+    "tokenize_windows",
+]

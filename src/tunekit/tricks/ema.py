@@ -39,7 +39,8 @@ class EMA:
         min_decay: the smallest decay, in [0, decay].
         update_after_step: for the first this many updates the averages copy the weights.
         update_every: average only every this many calls to `update` (fewer passes over the weights).
-        trainable_only: track only parameters that require grad (and buffers): no copy of a frozen base.
+        trainable_only: track only the parameters that require grad at construction (and the buffers): no
+            copy of a frozen base. Freezing a tracked parameter later keeps it tracked.
 
     Example::
 
@@ -92,7 +93,8 @@ class EMA:
         }
 
     def current_decay(self) -> float:
-        """The decay the next averaging step uses (0 while the averages copy the weights)."""
+        """The decay the latest call to `update` used, or would have used had `update_every` not skipped it
+        (0 while the averages copy the weights)."""
         k = self.num_updates - self.update_after_step
         if k <= 0:
             return 0.0
@@ -146,10 +148,17 @@ class EMA:
             tracked[name].copy_(average)
 
     def state_dict(self) -> dict[str, Any]:
-        """The averages and the update count: `load_state_dict` resumes the schedule exactly."""
+        """The averages and the update count: `load_state_dict` resumes the schedule exactly.
+
+        Like `nn.Module.state_dict`, it holds the live averages, not copies: save it (or clone it) before
+        the next `update`."""
         return {"num_updates": self.num_updates, "averages": dict(self.averages)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load a `state_dict`; a state that does not match this EMA's tensors raises and changes nothing."""
+        if not isinstance(state, dict) or not {"averages", "num_updates"} <= set(state):
+            keys = list(state)[:5] if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"an EMA state is a dict with 'averages' and 'num_updates', got {keys}")
         averages = state["averages"]
         missing, unexpected = set(self.averages) - set(averages), set(averages) - set(self.averages)
         if missing or unexpected:
@@ -163,16 +172,19 @@ class EMA:
                     f"EMA state for {name!r} has shape {tuple(average.shape)}, "
                     f"the model's is {tuple(self.averages[name].shape)}"
                 )
+        for name, average in averages.items():
             self.averages[name].copy_(average)
         self.num_updates = int(state["num_updates"])
 
     def _tracked(self, model: nn.Module) -> dict[str, Tensor]:
-        """Name -> the model's own tensor, for every averaged parameter and buffer."""
+        """Name -> the model's own tensor, for every averaged parameter and buffer (which ones is decided at
+        construction: `trainable_only` filters then, so a parameter frozen later stays averaged)."""
         model = unwrap(model)
+        choosing = not hasattr(self, "averages")
         tensors = {
             name: param.data
             for name, param in model.named_parameters()
-            if param.is_floating_point() and (param.requires_grad or not self.trainable_only)
+            if param.is_floating_point() and (param.requires_grad or not (choosing and self.trainable_only))
         }
         tensors.update(dict(model.named_buffers()))
         if hasattr(self, "averages") and set(self.averages) - set(tensors):

@@ -13,6 +13,7 @@ Returns ordinary param-group dicts with a plain ``lr`` per group (the Hugging Fa
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Callable
 from typing import Any
@@ -57,7 +58,8 @@ def layer_decay_param_groups(
             (0 = embeddings, 1..L the blocks) or None for the head.
 
     Raises:
-        ValueError: no block is found in the parameter names and no `layer_of` is given.
+        ValueError: no block is found in the parameter names and no `layer_of` is given; `layer_of` returns
+            something other than an integer >= 0 or None; the model has no trainable parameter.
     """
     check_non_negative("lr", lr, positive=True)
     check_fraction("layer_decay", layer_decay, zero_ok=False, one_ok=True)
@@ -65,15 +67,22 @@ def layer_decay_param_groups(
     if head_lr is not None:
         check_non_negative("head_lr", head_lr, positive=True)
     params = [(name, p) for name, p in unwrap(model).named_parameters() if p.requires_grad]
-    depths = _depths_from_names([name for name, _ in params]) if layer_of is None else None
-    if layer_of is not None:
-        depths = {name: layer_of(name) for name, _ in params}
+    if not params:
+        raise ValueError("the model has no trainable parameters (none requires grad)")
+    if layer_of is None:
+        depths = _depths_from_names([name for name, _ in params])
+    else:
+        depths = {}
+        for name, _ in params:
+            depth = layer_of(name)
+            bad = isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 0
+            if depth is not None and bad:
+                raise ValueError(f"layer_of({name!r}) must be a depth >= 0 or None, got {depth!r}")
+            depths[name] = None if depth is None else int(depth)
     num_layers = max((d for d in depths.values() if d is not None), default=0)
     groups: dict[tuple[int | None, bool], dict[str, Any]] = {}
     for name, param in params:
         depth = depths[name]
-        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
-            raise ValueError(f"layer_of({name!r}) must be a depth >= 0 or None, got {depth!r}")
         decays = param.ndim >= 2
         group = groups.get((depth, decays))
         if group is None:

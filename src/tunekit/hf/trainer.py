@@ -1,0 +1,304 @@
+"""The tricks inside the Hugging Face Trainer: EMA, FGM / PGD, R-Drop, layer-wise LR decay, DeCE's epoch.
+
+``TunekitTrainer(model, args, ..., compute_loss_func=TrainerLoss(...), tricks=TrainerTricks(...))`` is a
+`transformers.Trainer`; `TunekitTrainerMixin` adds the same to any Trainer subclass (``Seq2SeqTrainer``,
+TRL's trainers)::
+
+    class MyTrainer(TunekitTrainerMixin, SomeTrainer): ...
+
+Where each trick hooks in:
+
+- EMA: averaged after every optimizer step (a callback's ``on_step_end``); ``evaluate`` / ``predict`` run on
+  the averages with ``ema_evaluate``; with ``ema_save`` the saved models (checkpoints and `save_model`) hold
+  the averages, and each checkpoint also keeps the training weights and the EMA state, so that
+  ``train(resume_from_checkpoint=...)`` continues exactly.
+- FGM / PGD: ``training_step`` runs the clean pass, then the attack's passes on the same micro-batch.
+- R-Drop: the micro-batch is repeated in one forward pass and the loss is
+  `tunekit.hf.loss_func.rdrop_loss_func`'s.
+- layer-wise LR decay: ``create_optimizer`` builds `layer_decay_param_groups` for the configured optimizer.
+- DeCE: the objective's epoch (counted from 1) follows the Trainer's before every step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import transformers
+from accelerate.utils import DistributedType
+from torch import Tensor, nn
+
+from .._checks import check_choice, check_count, check_flag, check_fraction, check_non_negative
+from ..tricks import EMA, layer_decay_param_groups
+from ..tricks._models import unwrap
+from ..tricks.adversarial import FGM, PGD
+from .loss_func import TrainerLoss, rdrop_loss_func
+
+# next to the model in every checkpoint: the EMA state, and the training weights when the model files hold
+# the averages
+STATE_FILE = "tunekit_trainer_state.pt"
+
+
+@dataclass
+class TrainerTricks:
+    """Which tricks `TunekitTrainerMixin` applies; the defaults apply none.
+
+    Attributes:
+        ema_decay: EMA of the weights with this decay (e.g. 0.999); None for no EMA.
+        ema_warmup: the EMA's decay warm-up (`tunekit.tricks.EMA`).
+        ema_update_after_step: optimizer steps before averaging starts.
+        ema_evaluate: evaluate and predict with the averaged weights.
+        ema_save: checkpoints and `save_model` hold the averaged weights.
+        adversarial: None, "fgm" or "pgd" (on the input embeddings).
+        adversarial_epsilon: the perturbation's norm (FGM) or radius (PGD).
+        pgd_alpha, pgd_steps: PGD's step size and number of steps.
+        adversarial_param_names: the embedding parameters by name; default ``get_input_embeddings()``.
+        rdrop_alpha: weight of R-Drop's KL term; 0 for none.
+        layer_decay: layer-wise LR decay factor in (0, 1]; None for the Trainer's own param groups.
+        head_lr: the head's learning rate with layer decay; default the Trainer's ``learning_rate``.
+    """
+
+    ema_decay: float | None = None
+    ema_warmup: bool = True
+    ema_update_after_step: int = 0
+    ema_evaluate: bool = True
+    ema_save: bool = True
+    adversarial: str | None = None
+    adversarial_epsilon: float = 1.0
+    pgd_alpha: float = 0.3
+    pgd_steps: int = 3
+    adversarial_param_names: tuple[str, ...] | None = None
+    rdrop_alpha: float = 0.0
+    layer_decay: float | None = None
+    head_lr: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.ema_decay is not None:
+            check_fraction("ema_decay", self.ema_decay, zero_ok=True, one_ok=False)
+        check_flag("ema_warmup", self.ema_warmup)
+        check_count("ema_update_after_step", self.ema_update_after_step, minimum=0)
+        check_flag("ema_evaluate", self.ema_evaluate)
+        check_flag("ema_save", self.ema_save)
+        check_choice("adversarial", self.adversarial, (None, "fgm", "pgd"))
+        check_non_negative("adversarial_epsilon", self.adversarial_epsilon, positive=True)
+        check_non_negative("pgd_alpha", self.pgd_alpha, positive=True)
+        check_count("pgd_steps", self.pgd_steps, minimum=1)
+        check_non_negative("rdrop_alpha", self.rdrop_alpha)
+        if self.layer_decay is not None:
+            check_fraction("layer_decay", self.layer_decay, zero_ok=False, one_ok=True)
+        if self.head_lr is not None:
+            check_non_negative("head_lr", self.head_lr, positive=True)
+
+
+class TunekitTrainerMixin:
+    """Adds `TrainerTricks` to a `transformers.Trainer` subclass; put it first among the bases."""
+
+    def __init__(self, *args: Any, tricks: TrainerTricks | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tricks = TrainerTricks() if tricks is None else tricks
+        if not isinstance(self.tricks, TrainerTricks):
+            raise ValueError(f"tricks must be a TrainerTricks, got {type(self.tricks).__name__}")
+        if self.tricks.rdrop_alpha > 0 and not isinstance(self.compute_loss_func, TrainerLoss):
+            raise ValueError(
+                "R-Drop needs compute_loss_func=TrainerLoss(objective, task=...) to score both passes, "
+                f"got compute_loss_func={self.compute_loss_func!r}"
+            )
+        self.ema: EMA | None = None
+        self.adversarial: FGM | PGD | None = None
+        self._pending_ema_state: dict[str, Any] | None = None
+        if self.tricks.ema_decay is not None:
+            self.add_callback(_EMACallback(self))
+
+    # ---- training ----
+
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Tensor | int | None = None
+    ) -> Tensor:
+        if hasattr(self.compute_loss_func, "set_epoch"):  # DeCE's epoch, counted from 1
+            self.compute_loss_func.set_epoch(math.floor(self.state.epoch or 0) + 1)
+        if self.tricks.adversarial is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        if self.adversarial is None:
+            self.adversarial = self._make_adversarial(model)
+        model.train()
+        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+            self.optimizer.train()
+        inputs = self._prepare_inputs(inputs)
+
+        def scaled_loss() -> Tensor:  # compute_loss pops the labels: each pass gets its own dict
+            with self.compute_loss_context_manager():
+                loss = self.compute_loss(model, dict(inputs), num_items_in_batch=num_items_in_batch)
+            return self._scale_for_accumulation(loss, num_items_in_batch)
+
+        loss = scaled_loss()
+        self.adversarial.step(loss, scaled_loss, backward=self._backward)
+        return loss.detach()
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Tensor | int | None = None,
+    ) -> Tensor | tuple[Tensor, Any]:
+        inputs = self._with_decoder_inputs(model, inputs)
+        if self.tricks.rdrop_alpha == 0 or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        task_loss = self.compute_loss_func
+        self.compute_loss_func = rdrop_loss_func(task_loss, self.tricks.rdrop_alpha)
+        try:  # both dropout passes in one forward over the batch repeated, as the paper does
+            return super().compute_loss(model, _repeat_batch(inputs), return_outputs, num_items_in_batch)
+        finally:
+            self.compute_loss_func = task_loss
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.tricks.layer_decay is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        groups = layer_decay_param_groups(
+            opt_model,
+            self.args.learning_rate,
+            self.tricks.layer_decay,
+            weight_decay=self.args.weight_decay,
+            head_lr=self.tricks.head_lr,
+        )
+        for group in groups:  # optimizers keep unknown keys; "layer" is only informative
+            del group["layer"]
+        if self.optimizer_cls_and_kwargs is not None:
+            optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
+        else:
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        # each group's own lr overrides the default in optimizer_kwargs
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    # ---- evaluation and saving with the averages ----
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        with self._averaged(self.tricks.ema_evaluate):
+            return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        with self._averaged(self.tricks.ema_evaluate):
+            return super().predict(*args, **kwargs)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        output_dir = self.args.output_dir if output_dir is None else output_dir
+        with self._averaged(self.tricks.ema_save):
+            super().save_model(output_dir, _internal_call)
+        if _internal_call and self.ema is not None and self.args.should_save:  # a checkpoint
+            state = {"ema": self.ema.state_dict()}
+            if self.tricks.ema_save:
+                state["training_weights"] = unwrap(self.model).state_dict()
+            torch.save(state, os.path.join(output_dir, STATE_FILE))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, STATE_FILE)
+        if self.tricks.ema_decay is None or not os.path.isfile(path):
+            return
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if "training_weights" in state:  # the model files hold the averages
+            unwrap(self.model if model is None else model).load_state_dict(state["training_weights"])
+        self._pending_ema_state = state["ema"]
+
+    # ---- helpers ----
+
+    def _with_decoder_inputs(self, model: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
+        """A seq2seq model fed by `compute_loss_func` gets no labels, so it cannot build its decoder inputs
+        from them: build them here (right-shifted labels) unless the collator did
+        (``DataCollatorForSeq2Seq(model=...)``)."""
+        loss_func = self.compute_loss_func
+        if not (isinstance(loss_func, TrainerLoss) and loss_func.task == "seq2seq"):
+            return inputs
+        if "labels" not in inputs or "decoder_input_ids" in inputs or "decoder_inputs_embeds" in inputs:
+            return inputs
+        decoder_input_ids = unwrap(model).prepare_decoder_input_ids_from_labels(labels=inputs["labels"])
+        return {**inputs, "decoder_input_ids": decoder_input_ids}
+
+    @contextlib.contextmanager
+    def _averaged(self, wanted: bool) -> Iterator[None]:
+        if not wanted or self.ema is None:
+            yield
+            return
+        with self.ema.average_parameters(self.model):
+            yield
+
+    def _start_ema(self) -> None:
+        if self.ema is None:
+            self.ema = EMA(
+                self.model,
+                self.tricks.ema_decay,
+                warmup=self.tricks.ema_warmup,
+                update_after_step=self.tricks.ema_update_after_step,
+            )
+        if self._pending_ema_state is not None:
+            self.ema.load_state_dict(self._pending_ema_state)
+            self._pending_ema_state = None
+
+    def _make_adversarial(self, model: nn.Module) -> FGM | PGD:
+        names = self.tricks.adversarial_param_names
+        if self.tricks.adversarial == "fgm":
+            return FGM(model, self.tricks.adversarial_epsilon, param_names=names)
+        return PGD(
+            model,
+            self.tricks.adversarial_epsilon,
+            self.tricks.pgd_alpha,
+            self.tricks.pgd_steps,
+            param_names=names,
+        )
+
+    def _scale_for_accumulation(self, loss: Tensor, num_items_in_batch: Tensor | int | None) -> Tensor:
+        """The scaling `Trainer.training_step` applies before backward (one place for the attack's passes)."""
+        if self.args.n_gpu > 1:
+            loss = loss.mean()
+        scaled = getattr(self, "loss_is_scaled_for_ga", None)  # transformers >= 5
+        if scaled is None:
+            scaled = (
+                self.model_accepts_loss_kwargs and num_items_in_batch is not None
+            ) or self.compute_loss_func is not None
+        steps = getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+        return loss if scaled else loss / steps
+
+    def _backward(self, loss: Tensor) -> None:
+        kwargs = {}
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            kwargs["scale_wrt_gas"] = False
+        self.accelerator.backward(loss, **kwargs)
+
+
+class TunekitTrainer(TunekitTrainerMixin, transformers.Trainer):
+    """`transformers.Trainer` with `TrainerTricks` (see the module docstring)."""
+
+
+class TunekitSeq2SeqTrainer(TunekitTrainerMixin, transformers.Seq2SeqTrainer):
+    """`transformers.Seq2SeqTrainer` with `TrainerTricks`."""
+
+
+class _EMACallback(transformers.TrainerCallback):
+    """Starts the EMA once the model is in place (after a resumed checkpoint is loaded) and updates it after
+    every optimizer step."""
+
+    def __init__(self, trainer: TunekitTrainerMixin) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer._start_ema()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.ema.update(self.trainer.model)
+
+
+def _repeat_batch(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The batch twice along dim 0: every tensor whose first dimension is the batch size."""
+    batch = next(v.shape[0] for v in inputs.values() if isinstance(v, Tensor) and v.dim() > 0)
+    repeated = dict(inputs)
+    for key, value in inputs.items():
+        if isinstance(value, Tensor) and value.dim() > 0 and len(value) == batch:
+            repeated[key] = torch.cat([value, value])
+    return repeated

@@ -1,0 +1,289 @@
+"""The worker of tests/test_distributed.py: every check that needs 2 real processes, in one launch.
+
+    python -m torch.distributed.run --standalone --nproc-per-node 2 tests/distributed_worker.py OUT_DIR
+
+Each rank writes ``OUT_DIR/rank{r}.pt``: a dict of plain tensors that the test compares, in the parent
+process, with single-process runs over the whole batch. The data, the models and the Trainer set-up live
+here and the test imports them, so that both sides build exactly the same ones. In order:
+
+1. "trainer": `TunekitTrainer` with `TrainerLoss` under DDP; it runs first, so the Trainer (through
+   accelerate) sets up the gloo process group from torchrun's environment, as in a user's script;
+2. "token" / "focal": a tiny GPT-2 / BERT classifier wrapped in DistributedDataParallel, each rank with its
+   half of the batch, the gradients after backward;
+3. "ema": `tunekit.tricks.EMA` of a DDP-wrapped GPT-2 after a few SGD steps.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import transformers
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from tiny_lm import IGNORE, make_gpt2, make_prompted_batch
+from tunekit.hf.loss_func import TrainerLoss
+from tunekit.hf.trainer import TunekitTrainer
+from tunekit.losses import TOKEN_LOSSES, cross_entropy, focal_loss
+from tunekit.tricks import EMA
+
+WORLD_SIZE = 2
+BATCH = 8  # the global batch; each rank takes BATCH // WORLD_SIZE rows
+VOCAB, LENGTH = 40, 16
+CYCLE = [1, 2, 3, 4, 5]
+TOKEN_SEED = 5  # the supervised-token counts of its halves differ (checked by the test)
+EXTRA_ARGS = {"dece": (3,)}  # DeCE at epoch 3, where its smoothing differs from epoch 1's
+CLASSES = 3
+FOCAL_OPTIONS = {"gamma": 2.0, "alpha": [0.25, 0.5, 1.0]}
+EMA_DECAY, EMA_LR, EMA_SEEDS = 0.8, 0.5, (20, 21, 22)  # one SGD step per seed
+TRAINER_SEED = 1
+# (objective, per-device batch, accumulation steps) of the Trainer runs in 2 processes: 4 x 2 ranks, and
+# 2 x 2 ranks x 2 accumulated micro-batches
+TRAINER_RUNS = (("cross_entropy", 4, 1), ("dece", 4, 1), ("dece", 2, 2))
+
+
+# ---- data and models, shared with the test ----
+
+
+def token_batch(seed: int) -> dict[str, Tensor]:
+    """BATCH prompted sequences whose numbers of supervised tokens differ."""
+    return make_prompted_batch(
+        seed,
+        batch=BATCH,
+        length=LENGTH,
+        vocab=VOCAB,
+        cycle=CYCLE,
+        prompt_lengths=(1, 6),
+        response_lengths=(1, 9),
+    )
+
+
+def lm_rows(seed: int) -> list[dict[str, Tensor]]:
+    """`token_batch` as Trainer dataset rows."""
+    batch = token_batch(seed)
+    return [{key: value[i] for key, value in batch.items()} for i in range(BATCH)]
+
+
+def classification_batch() -> dict[str, Tensor]:
+    """BATCH random sequences with class labels, 1 ignored (-100) in the first half and 3 in the second: the
+    halves hold 3 and 1 labels, so their local means weigh the items unlike the global mean."""
+    gen = torch.Generator().manual_seed(3)
+    input_ids = torch.randint(1, VOCAB, (BATCH, 9), generator=gen)
+    labels = torch.randint(CLASSES, (BATCH,), generator=gen)
+    labels[[1, 4, 5, 6]] = IGNORE
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+
+
+def half(batch: dict[str, Tensor], rank: int) -> dict[str, Tensor]:
+    """The rows of `rank`: a contiguous half of the batch."""
+    size = BATCH // WORLD_SIZE
+    return {key: value[rank * size : (rank + 1) * size] for key, value in batch.items()}
+
+
+def shifted(labels: Tensor) -> Tensor:
+    """(B, N) labels aligned with a causal LM's logits: position i is scored against label i + 1."""
+    return F.pad(labels, (0, 1), value=IGNORE)[:, 1:]
+
+
+def tiny_gpt2() -> transformers.GPT2LMHeadModel:
+    return make_gpt2(vocab=VOCAB, positions=LENGTH, dropout=0.0, seed=0)
+
+
+def tiny_bert() -> transformers.BertForSequenceClassification:
+    config = transformers.BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=CLASSES,
+    )
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(config).train()
+
+
+def token_objective(name: str) -> Callable[..., Tensor]:
+    """``objective(logits, target, **kwargs)`` of a registered token objective, with its extra arguments."""
+    spec = TOKEN_LOSSES[name]
+    extra = EXTRA_ARGS.get(name, spec.extra_args)
+    return lambda logits, target, **kwargs: spec.function(logits, target, *extra, **kwargs)
+
+
+def gpt2_logits(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+def grads(model: nn.Module) -> dict[str, Tensor]:
+    return {name: param.grad.detach().clone() for name, param in model.named_parameters()}
+
+
+def weights(model: nn.Module) -> dict[str, Tensor]:
+    return {name: param.detach().clone() for name, param in model.named_parameters()}
+
+
+class RecordingTrainer(TunekitTrainer):
+    """`TunekitTrainer` that records the rows and ``num_items_in_batch`` of every micro-batch it scores."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[dict[str, Any]] = []
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self.seen.append(
+            {
+                "input_ids": inputs["input_ids"].detach().clone(),
+                "num_items_in_batch": None if num_items_in_batch is None else int(num_items_in_batch),
+            }
+        )
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+def trainer_update(
+    output_dir: Path, objective: str, *, batch_size: int, accumulation: int, **overrides: Any
+) -> dict[str, Any]:
+    """One SGD step (lr 0.5, no clipping) of `RecordingTrainer` over the BATCH rows of `lm_rows`: the
+    GPT-2's parameters after it and what `RecordingTrainer.seen` saw (in this process)."""
+    model = tiny_gpt2()
+    trainer = RecordingTrainer(
+        model=model,
+        args=transformers.TrainingArguments(
+            output_dir=str(output_dir),
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            max_steps=1,
+            learning_rate=0.5,
+            lr_scheduler_type="constant",
+            optim="sgd",
+            weight_decay=0.0,
+            max_grad_norm=0.0,
+            report_to=[],
+            use_cpu=True,
+            save_strategy="no",
+            logging_strategy="no",
+            disable_tqdm=True,
+            seed=0,
+            **overrides,
+        ),
+        train_dataset=lm_rows(TRAINER_SEED),
+        compute_loss_func=TrainerLoss(objective, task="causal_lm"),
+    )
+    trainer.train()
+    return {"weights": weights(model), "seen": trainer.seen}
+
+
+def run_key(objective: str, batch_size: int, accumulation: int) -> str:
+    return f"{objective} {batch_size}x{accumulation}"
+
+
+# ---- the checks of each rank ----
+
+
+def global_count(target: Tensor) -> Tensor:
+    """The number of supervised items over all ranks."""
+    count = (target != IGNORE).sum()
+    dist.all_reduce(count)
+    return count
+
+
+def ddp_gradients(
+    ddp: DistributedDataParallel,
+    logits_of: Callable[[], Tensor],
+    target: Tensor,
+    objective: Callable[..., Tensor],
+) -> dict[str, dict[str, Any]]:
+    """The gradients DDP leaves after backward, with the global count ("global") and with each rank's local
+    mean ("local"), and the loss averaged over the ranks."""
+    world = dist.get_world_size()
+    items = global_count(target)
+    out = {}
+    for mode in ("global", "local"):
+        ddp.zero_grad(set_to_none=True)
+        if mode == "global":  # DDP divides the summed gradients by world: the factor undoes it
+            loss = objective(logits_of(), target, num_items_in_batch=items) * world
+        else:
+            loss = objective(logits_of(), target)
+        loss.backward()
+        mean_loss = loss.detach().clone()
+        dist.all_reduce(mean_loss)
+        out[mode] = {"loss": mean_loss / world, "grads": grads(ddp.module)}
+    return out
+
+
+def token_checks(rank: int) -> dict[str, Any]:
+    batch = half(token_batch(TOKEN_SEED), rank)
+    ddp = DistributedDataParallel(tiny_gpt2())
+    return {
+        name: ddp_gradients(
+            ddp, lambda: gpt2_logits(ddp, batch), shifted(batch["labels"]), token_objective(name)
+        )
+        for name in TOKEN_LOSSES
+    }
+
+
+def focal_checks(rank: int) -> dict[str, Any]:
+    batch = half(classification_batch(), rank)
+    ddp = DistributedDataParallel(tiny_bert())
+
+    def logits_of() -> Tensor:
+        return ddp(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def objective(logits: Tensor, target: Tensor, **kwargs: Any) -> Tensor:
+        return focal_loss(logits, target, **FOCAL_OPTIONS, **kwargs)
+
+    return ddp_gradients(ddp, logits_of, batch["labels"], objective)
+
+
+def ema_checks(rank: int) -> dict[str, Any]:
+    ddp = DistributedDataParallel(tiny_gpt2())
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=EMA_LR)
+    ema = EMA(ddp, EMA_DECAY)  # built from the wrapper: the names carry no "module." prefix
+    for seed in EMA_SEEDS:
+        batch = half(token_batch(seed), rank)
+        target = shifted(batch["labels"])
+        loss = cross_entropy(gpt2_logits(ddp, batch), target, num_items_in_batch=global_count(target))
+        optimizer.zero_grad(set_to_none=True)
+        (loss * dist.get_world_size()).backward()
+        optimizer.step()
+        ema.update(ddp)
+    return {
+        "averages": {name: value.clone() for name, value in ema.averages.items()},
+        "num_updates": ema.num_updates,
+        "weights": weights(ddp.module),
+    }
+
+
+def main(out_dir: Path) -> None:
+    torch.set_num_threads(1)
+    rank = int(os.environ["RANK"])
+    results: dict[str, Any] = {"trainer": {}}
+    for objective, batch_size, accumulation in TRAINER_RUNS:
+        results["trainer"][run_key(objective, batch_size, accumulation)] = trainer_update(
+            out_dir / "trainer",
+            objective,
+            batch_size=batch_size,
+            accumulation=accumulation,
+            ddp_backend="gloo",
+            average_tokens_across_devices=True,
+        )
+    if not dist.is_initialized() or dist.get_world_size() != WORLD_SIZE:
+        raise RuntimeError(f"the Trainer did not set up a process group of {WORLD_SIZE} processes")
+    results["backend"] = dist.get_backend()
+    results["token"] = token_checks(rank)
+    results["focal"] = focal_checks(rank)
+    results["ema"] = ema_checks(rank)
+    torch.save(results, out_dir / f"rank{rank}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
