@@ -1,9 +1,11 @@
-"""Shared helpers and fixtures for the loss tests: seeded data, tolerances by dtype, tiny chunks."""
+"""Shared helpers and fixtures: one intra-op thread for the whole suite, a single-process gloo group, and for
+the loss tests seeded data, tolerances by dtype and tiny chunks."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.distributed as dist
 
 IGNORE = -100
 
@@ -145,6 +147,29 @@ def assert_grad_close(
     expected = expected.to(torch.float64)
     scale = float(expected.abs().max()) if expected.numel() else 0.0
     torch.testing.assert_close(actual.to(torch.float64), expected, rtol=rtol, atol=rtol * max(scale, 1e-4))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Run the suite on one intra-op thread, and restore the count after it.
+
+    Every tensor and model here is tiny, so they run fastest on one thread: more only add the intra-op
+    pool's overhead and synchronisation, and on a busy machine the pool's workers contend for the cores and
+    a step can take 10-100x longer (float64 log_softmax took milliseconds a call, and
+    test_classification_losses.py 80 s instead of 10 s).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def process_group(tmp_path):
+    """A gloo process group of this process alone (rank 0 of 1), destroyed after the test."""
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,8 @@ import transformers
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from tiny_lm import IGNORE, make_gpt2, make_prompted_batch
+from tiny_lm import IGNORE, make_gpt2, make_prompted_batch, trainer_args
+from tiny_models import bert_config
 from tunekit.hf.loss_func import TrainerLoss
 from tunekit.hf.trainer import TunekitTrainer
 from tunekit.losses import TOKEN_LOSSES, cross_entropy, focal_loss
@@ -97,18 +98,8 @@ def tiny_gpt2() -> transformers.GPT2LMHeadModel:
 
 
 def tiny_bert() -> transformers.BertForSequenceClassification:
-    config = transformers.BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        num_labels=CLASSES,
-    )
     torch.manual_seed(0)
-    return transformers.BertForSequenceClassification(config).train()
+    return transformers.BertForSequenceClassification(bert_config(VOCAB, num_labels=CLASSES)).train()
 
 
 def token_objective(name: str) -> Callable[..., Tensor]:
@@ -155,22 +146,11 @@ def trainer_update(
     model = tiny_gpt2()
     trainer = RecordingTrainer(
         model=model,
-        args=transformers.TrainingArguments(
-            output_dir=str(output_dir),
+        args=trainer_args(
+            output_dir,
             per_device_train_batch_size=batch_size,
             gradient_accumulation_steps=accumulation,
             max_steps=1,
-            learning_rate=0.5,
-            lr_scheduler_type="constant",
-            optim="sgd",
-            weight_decay=0.0,
-            max_grad_norm=0.0,
-            report_to=[],
-            use_cpu=True,
-            save_strategy="no",
-            logging_strategy="no",
-            disable_tqdm=True,
-            seed=0,
             **overrides,
         ),
         train_dataset=lm_rows(TRAINER_SEED),

@@ -19,6 +19,7 @@ import transformers
 from torch import nn
 
 from tiny_lm import make_gpt2
+from tiny_models import bert_config, llama_config
 from tunekit.tricks.adversarial import FGM, PGD, find_embedding_parameters
 
 VOCAB = 40
@@ -31,14 +32,6 @@ EMBEDDINGS = {
     "llama": "model.embed_tokens.weight",
     "gpt2": "transformer.wte.weight",  # tied to lm_head.weight
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Tagger(nn.Module):
@@ -58,28 +51,10 @@ class Tagger(nn.Module):
 def make_model(kind: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     if kind == "bert":
-        config = transformers.BertConfig(
-            vocab_size=VOCAB,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=16,
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
-            num_labels=3,
-        )
+        config = bert_config(VOCAB, max_position_embeddings=16, num_labels=3)
         return transformers.BertForSequenceClassification(config)
     if kind == "llama":
-        config = transformers.LlamaConfig(
-            vocab_size=VOCAB,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=16,
-        )
+        config = llama_config(VOCAB, num_key_value_heads=2, max_position_embeddings=16)
         return transformers.LlamaForCausalLM(config)
     if kind == "gpt2":
         return make_gpt2(vocab=VOCAB, positions=16, dropout=0.0, seed=seed)
@@ -454,22 +429,15 @@ def test_half_precision_embedding(method, dtype):
 # ---- wrapped models and options ----
 
 
-def test_ddp_and_data_parallel_wrappers_are_looked_through(tmp_path):
-    dist = torch.distributed
-    if not dist.is_available() or dist.is_initialized():
-        pytest.skip("needs torch.distributed and no process group of its own")
+def test_ddp_and_data_parallel_wrappers_are_looked_through(process_group):
     model, batch = make_model("gpt2"), make_batch("gpt2", 0)
     assert FGM(nn.DataParallel(model)).param_names == (EMBEDDINGS["gpt2"],)
     _, expected = reference("pgd", model, batch, "gpt2")
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
-    try:
-        wrapped = nn.parallel.DistributedDataParallel(model)
-        pgd = PGD(wrapped, epsilon=0.7, alpha=0.3, steps=3)
-        assert pgd.param_names == (EMBEDDINGS["gpt2"],)
-        assert find_embedding_parameters(wrapped)[EMBEDDINGS["gpt2"]] is model.transformer.wte.weight
-        pgd.step(loss_of(wrapped, batch), lambda: loss_of(wrapped, batch))
-    finally:
-        dist.destroy_process_group()
+    wrapped = nn.parallel.DistributedDataParallel(model)
+    pgd = PGD(wrapped, epsilon=0.7, alpha=0.3, steps=3)
+    assert pgd.param_names == (EMBEDDINGS["gpt2"],)
+    assert find_embedding_parameters(wrapped)[EMBEDDINGS["gpt2"]] is model.transformer.wte.weight
+    pgd.step(loss_of(wrapped, batch), lambda: loss_of(wrapped, batch))
     assert_grads_close(model, expected)
 
 

@@ -136,16 +136,6 @@ def registry_inputs(spec, *, dtype=torch.float32, seed=0):
     return logits, torch.randn(6, 5, generator=generator(seed + 1))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_intra_op_thread():
-    """Every tensor here is tiny, so intra-op threads only add synchronisation; on a busy 2-core machine
-    float64 log_softmax then took milliseconds a call and this file 80 s instead of 10 s."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --------------------------------------------------------------------------------------------------
 # focal loss (softmax) against the reference
 

@@ -16,6 +16,8 @@ import pytest
 import torch
 import transformers
 
+from tiny_lm import make_gpt2
+from tiny_models import t5_config
 from tiny_tokenizer import bpe_tokenizer, stdlib_text
 from tunekit.hf.decoding import (
     DEFAULT_STRATEGIES,
@@ -38,15 +40,6 @@ SAMPLE = Strategy("sample", {"do_sample": True, "temperature": 1.0, "top_k": 0, 
 MODELS = ["gpt2", "t5"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; more only contend for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     return bpe_tokenizer(300)
@@ -55,20 +48,7 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def gpt2(tokenizer):
     """A 2-layer GPT-2 trained for 40 steps on docstrings, so its continuations are mostly English."""
-    config = transformers.GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=64,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(config)
+    model = make_gpt2(vocab=len(tokenizer), positions=64, dropout=0.0, seed=0)
     ids = torch.tensor(tokenizer(" ".join(stdlib_text(60)))["input_ids"])
     chunks = ids[: len(ids) // 32 * 32].view(-1, 32)  # [num_chunks, 32]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -83,20 +63,8 @@ def gpt2(tokenizer):
 
 @pytest.fixture(scope="module")
 def t5(tokenizer):
-    config = transformers.T5Config(
-        vocab_size=len(tokenizer),
-        d_model=32,
-        d_ff=64,
-        d_kv=16,
-        num_layers=2,
-        num_heads=2,
-        dropout_rate=0.0,
-        pad_token_id=0,
-        eos_token_id=0,
-        decoder_start_token_id=0,
-    )
     torch.manual_seed(0)
-    return transformers.T5ForConditionalGeneration(config).eval()
+    return transformers.T5ForConditionalGeneration(t5_config(len(tokenizer), eos_token_id=0)).eval()
 
 
 @pytest.fixture

@@ -64,14 +64,6 @@ WORKER = Path(__file__).with_name("distributed_worker.py")
 RTOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     """The results of the 2 ranks of one torchrun launch of the worker."""

@@ -22,20 +22,12 @@ import re
 
 import pytest
 import torch
-import torch.distributed as dist
 import transformers
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from tiny_models import bert_config
 from tunekit.tricks import EMA
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_net(dtype: torch.dtype = torch.float32, seed: int = 0) -> nn.Module:
@@ -424,13 +416,6 @@ def test_tied_weights_are_averaged_once():
         assert model.lm_head.weight is model.transformer.wte.weight
 
 
-@pytest.fixture
-def process_group(tmp_path):
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
-
-
 def test_distributed_data_parallel_is_looked_through(process_group):
     model = make_net()
     wrapped = nn.parallel.DistributedDataParallel(model)
@@ -464,15 +449,7 @@ def test_distributed_data_parallel_is_looked_through(process_group):
 
 def test_tiny_bert_trained_with_adamw(tmp_path):
     torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=99,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=32,
-        num_labels=2,
-    )
+    config = bert_config(99, dropout=0.1, intermediate_size=37, max_position_embeddings=32, num_labels=2)
     model = transformers.BertForSequenceClassification(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     initial = tensors(model)

@@ -39,16 +39,6 @@ VARIANTS: dict[str, list[tuple[str, tuple | None, dict]]] = {
 ADVANCING_EPOCHS = {"epochs1-3": 3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """This model is fastest on one thread: more only add the intra-op pool's overhead, and on a busy machine
-    its workers contend for the cores and a step can take 10-100x longer."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def training_cases() -> list:
     cases = []
     for name, spec in sorted(TOKEN_LOSSES.items()):

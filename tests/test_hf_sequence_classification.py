@@ -25,6 +25,7 @@ import torch
 import transformers
 
 from tiny_lm import make_gpt2, make_prompted_batch
+from tiny_models import bert_config
 from tunekit.losses import (
     CLASSIFICATION_LOSSES,
     PROBLEM_TYPES,
@@ -49,16 +50,6 @@ STEPS, LR = 60, 3e-3
 DECREASE = 0.8  # the final loss must be below DECREASE x the initial one, both on the evaluation batch
 EVAL_SEED = 10_000
 INIT_STD = 0.1
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are fastest on one thread: more only add the intra-op pool's overhead, and on a busy
-    machine its workers contend for the cores and a step can take 10-100x longer."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -117,16 +108,11 @@ def inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------------------------- models
 
 
-def bert_config(num_labels: int, dropout: float = 0.0, **kwargs) -> transformers.BertConfig:
-    return transformers.BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+def classifier_config(num_labels: int, dropout: float = 0.0, **kwargs) -> transformers.BertConfig:
+    return bert_config(
+        VOCAB,
+        dropout=dropout,
         max_position_embeddings=32,
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
         classifier_dropout=dropout,
         pad_token_id=PAD,
         initializer_range=INIT_STD,
@@ -137,14 +123,14 @@ def bert_config(num_labels: int, dropout: float = 0.0, **kwargs) -> transformers
 
 def make_classifier(problem_type: str, seed: int = 0, dropout: float = 0.0):
     num_labels = 1 if problem_type == "regression" else NUM_LABELS
-    config = bert_config(num_labels, dropout, problem_type=problem_type)
+    config = classifier_config(num_labels, dropout, problem_type=problem_type)
     torch.manual_seed(seed)
     return transformers.BertForSequenceClassification(config).train()
 
 
 def make_tagger(seed: int = 0):
     torch.manual_seed(seed)
-    return transformers.BertForTokenClassification(bert_config(3)).train()
+    return transformers.BertForTokenClassification(classifier_config(3)).train()
 
 
 def assert_finite_gradients(model) -> None:

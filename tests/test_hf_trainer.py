@@ -9,7 +9,9 @@ Tiny models are built from configs with random weights (GPT-2, T5, BERT, Llama).
 - DeCE's epoch follows the Trainer's; layer-wise LR decay builds the optimizer's groups;
 - EMA: the averages equal a hand-run EMA of the weights after each step, evaluation and saving use them,
   and a run resumed from a checkpoint ends bit-identical to an uninterrupted one;
-- FGM / PGD and R-Drop change the update exactly as computing them by hand does.
+- FGM / PGD and R-Drop change the update exactly as computing them by hand does;
+- all the tricks at once train and resume; the Seq2SeqTrainer generates from the averages; a
+  `PooledClassifier` trains with a tunekit objective.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import safetensors.torch
 import torch
 import transformers
 
-from tiny_lm import make_gpt2, make_prompted_batch
+from tiny_lm import make_gpt2, make_prompted_batch, trainer_args
+from tiny_models import bert_config, t5_config
 from tunekit.hf.loss_func import TrainerLoss, rdrop_loss_func
 from tunekit.hf.trainer import STATE_FILE, TrainerTricks, TunekitTrainer
 from tunekit.losses import TOKEN_LOSSES, cross_entropy, rdrop_kl
@@ -30,14 +33,6 @@ from tunekit.tricks.adversarial import FGM, PGD
 
 VOCAB, LENGTH = 40, 16
 CYCLE = [1, 2, 3, 4, 5]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def lm_rows(seed: int, count: int) -> list[dict[str, torch.Tensor]]:
@@ -52,29 +47,6 @@ def lm_rows(seed: int, count: int) -> list[dict[str, torch.Tensor]]:
         response_lengths=(1, 9),
     )
     return [{key: value[i] for key, value in batch.items()} for i in range(count)]
-
-
-def args(tmp_path, **overrides) -> transformers.TrainingArguments:
-    options = dict(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=8,
-        gradient_accumulation_steps=1,
-        learning_rate=0.5,
-        lr_scheduler_type="constant",
-        optim="sgd",
-        weight_decay=0.0,
-        max_grad_norm=0.0,
-        num_train_epochs=1,
-        report_to=[],
-        use_cpu=True,
-        save_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
-        dataloader_drop_last=False,
-        seed=0,
-    )
-    options.update(overrides)
-    return transformers.TrainingArguments(**options)
 
 
 def stacked(rows: list[dict]) -> dict[str, torch.Tensor]:
@@ -117,19 +89,7 @@ def test_seq2seq_cross_entropy_matches_t5s_loss():
 )
 def test_sequence_classification_matches_berts_loss(objective, problem_type, options):
     num_labels = 1 if problem_type == "regression" else 3
-    config = transformers.BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        num_labels=num_labels,
-        problem_type=problem_type,
-    )
-    torch.manual_seed(0)
-    model = transformers.BertForSequenceClassification(config)
+    model = tiny_bert_classifier(num_labels, problem_type=problem_type)
     input_ids = torch.randint(1, VOCAB, (5, 9))
     labels = torch.randn(5) if problem_type == "regression" else torch.randint(3, (5,))
     builtin = model(input_ids=input_ids, labels=labels)
@@ -172,7 +132,7 @@ def one_update(
     )
     trainer = TunekitTrainer(
         model=model,
-        args=args(
+        args=trainer_args(
             tmp_path,
             per_device_train_batch_size=batch_size,
             gradient_accumulation_steps=accumulation,
@@ -213,19 +173,8 @@ def test_gradient_accumulation_gives_the_update_of_one_big_batch(tmp_path, objec
 
 
 def tiny_t5() -> transformers.T5ForConditionalGeneration:
-    config = transformers.T5Config(
-        vocab_size=VOCAB,
-        d_model=32,
-        d_kv=8,
-        d_ff=64,
-        num_layers=2,
-        num_heads=2,
-        dropout_rate=0.0,
-        decoder_start_token_id=0,
-        pad_token_id=0,
-    )
     torch.manual_seed(0)
-    return transformers.T5ForConditionalGeneration(config)
+    return transformers.T5ForConditionalGeneration(t5_config(VOCAB, d_kv=8))
 
 
 def test_gradient_accumulation_is_exact_for_seq2seq(tmp_path):
@@ -240,19 +189,9 @@ def test_gradient_accumulation_is_exact_for_seq2seq(tmp_path):
     )
 
 
-def tiny_bert_classifier(num_labels: int = 3) -> transformers.BertForSequenceClassification:
-    config = transformers.BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        num_labels=num_labels,
-    )
+def tiny_bert_classifier(num_labels: int = 3, **overrides) -> transformers.BertForSequenceClassification:
     torch.manual_seed(0)
-    return transformers.BertForSequenceClassification(config)
+    return transformers.BertForSequenceClassification(bert_config(VOCAB, num_labels=num_labels, **overrides))
 
 
 def test_gradient_accumulation_is_exact_for_token_classification_with_focal(tmp_path):
@@ -265,7 +204,7 @@ def test_gradient_accumulation_is_exact_for_token_classification_with_focal(tmp_
 
     def make_model():
         torch.manual_seed(0)
-        return transformers.BertForTokenClassification(tiny_bert_classifier().config)
+        return transformers.BertForTokenClassification(bert_config(VOCAB, num_labels=3))
 
     assert_same_update_when_accumulated(
         tmp_path, lambda: TrainerLoss("focal", task="token_classification", gamma=2.0), rows, make_model
@@ -285,7 +224,7 @@ def test_deces_epoch_follows_the_trainers(tmp_path):
 
     trainer = TunekitTrainer(
         model=make_gpt2(vocab=VOCAB, positions=LENGTH, dropout=0.0, seed=0),
-        args=args(tmp_path, per_device_train_batch_size=4, num_train_epochs=3, learning_rate=0.01),
+        args=trainer_args(tmp_path, per_device_train_batch_size=4, num_train_epochs=3, learning_rate=0.01),
         train_dataset=lm_rows(2, 8),
         compute_loss_func=loss_func,
         callbacks=[Record()],
@@ -298,7 +237,7 @@ def test_layer_decay_builds_the_optimizers_groups(tmp_path):
     model = make_gpt2(vocab=VOCAB, positions=LENGTH, dropout=0.0, seed=0)
     trainer = TunekitTrainer(
         model=model,
-        args=args(tmp_path, optim="adamw_torch", learning_rate=1e-3, weight_decay=0.01),
+        args=trainer_args(tmp_path, optim="adamw_torch", learning_rate=1e-3, weight_decay=0.01),
         train_dataset=lm_rows(2, 8),
         compute_loss_func=TrainerLoss("cross_entropy", task="causal_lm"),
         tricks=TrainerTricks(layer_decay=0.5, head_lr=2e-3),
@@ -332,7 +271,7 @@ class RecordWeights(transformers.TrainerCallback):
 def ema_trainer(tmp_path, record=None, **overrides):
     return TunekitTrainer(
         model=make_gpt2(vocab=VOCAB, positions=LENGTH, dropout=0.0, seed=0),
-        args=args(tmp_path, learning_rate=0.3, **overrides),
+        args=trainer_args(tmp_path, learning_rate=0.3, **overrides),
         train_dataset=lm_rows(3, 48),
         eval_dataset=lm_rows(4, 8),
         compute_loss_func=TrainerLoss("cross_entropy", task="causal_lm"),
@@ -417,7 +356,7 @@ def test_rdrop_in_the_trainer_runs_both_dropout_passes_in_one_forward(tmp_path):
     loss_func = TrainerLoss("cross_entropy", task="causal_lm")
     trainer = TunekitTrainer(
         model=model,
-        args=args(tmp_path),
+        args=trainer_args(tmp_path),
         train_dataset=lm_rows(2, 8),
         compute_loss_func=loss_func,
         tricks=TrainerTricks(rdrop_alpha=0.5),
@@ -454,7 +393,7 @@ def test_tricks_reject_bad_options(tmp_path):
     with pytest.raises(ValueError, match="R-Drop"):
         TunekitTrainer(
             model=make_gpt2(vocab=VOCAB, positions=LENGTH, dropout=0.0, seed=0),
-            args=args(tmp_path),
+            args=trainer_args(tmp_path),
             tricks=TrainerTricks(rdrop_alpha=1.0),
         )
 
@@ -478,7 +417,7 @@ def test_adversarial_training_in_the_trainer_matches_the_attack_run_by_hand(tmp_
     # by hand: the same micro-batches (in the order of the Trainer's sampler), clean + adversarial gradients
     model = make_gpt2(vocab=VOCAB, positions=LENGTH, dropout=0.0, seed=0)
     trainer = TunekitTrainer(
-        model=model, args=args(tmp_path / "order", per_device_train_batch_size=8), train_dataset=rows
+        model=model, args=trainer_args(tmp_path / "order", per_device_train_batch_size=8), train_dataset=rows
     )
     (batch,) = list(trainer.get_train_dataloader())
     n = int((batch["labels"][:, 1:] != -100).sum())
@@ -507,3 +446,105 @@ def test_adversarial_training_in_the_trainer_matches_the_attack_run_by_hand(tmp_
     )
     embedding = "transformer.wte.weight"
     assert not torch.allclose(updated[embedding], clean[embedding])  # the attack changed the update
+
+
+# ---- everything at once, and the other trainers ----
+
+
+def test_all_tricks_together_train_checkpoint_and_resume(tmp_path):
+    """DeCE + EMA + PGD + R-Drop + layer decay with AdamW and gradient accumulation: the loss falls, and a
+    run resumed from its checkpoint ends where the uninterrupted one does."""
+    tricks = TrainerTricks(
+        ema_decay=0.9, adversarial="pgd", pgd_steps=2, rdrop_alpha=0.5, layer_decay=0.8, head_lr=3e-3
+    )
+
+    def trainer(output_dir):
+        return TunekitTrainer(
+            model=make_gpt2(vocab=VOCAB, positions=LENGTH, dropout=0.1, seed=0),
+            args=trainer_args(
+                output_dir,
+                optim="adamw_torch",
+                learning_rate=3e-3,
+                per_device_train_batch_size=4,
+                gradient_accumulation_steps=2,
+                num_train_epochs=4,
+                save_strategy="steps",
+                save_steps=6,
+            ),
+            train_dataset=lm_rows(11, 24),
+            eval_dataset=lm_rows(12, 16),
+            compute_loss_func=TrainerLoss("dece", task="causal_lm"),
+            tricks=tricks,
+        )
+
+    full = trainer(tmp_path / "full")
+    start = full.evaluate()["eval_loss"]
+    full.train()
+    assert full.compute_loss_func.objective.epoch == 4
+    assert full.evaluate()["eval_loss"] < 0.8 * start
+    resumed = trainer(tmp_path / "resumed")
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-6"))
+    assert resumed.ema.num_updates == full.ema.num_updates == 12
+    for name, param in full.model.named_parameters():
+        torch.testing.assert_close(dict(resumed.model.named_parameters())[name], param, msg=name)
+
+
+def test_seq2seq_trainer_with_ema_generates_from_the_averaged_weights(tmp_path):
+    from tunekit.hf import TunekitSeq2SeqTrainer
+
+    gen = torch.Generator().manual_seed(3)
+    rows = [{"input_ids": torch.randint(1, VOCAB, (6,), generator=gen)} for _ in range(8)]
+    for row in rows:
+        row["labels"] = row["input_ids"].flip(0)  # learn to reverse
+    trainer = TunekitSeq2SeqTrainer(
+        model=tiny_t5(),
+        args=transformers.Seq2SeqTrainingArguments(
+            output_dir=str(tmp_path),
+            per_device_train_batch_size=4,
+            learning_rate=3e-3,
+            num_train_epochs=2,
+            report_to=[],
+            use_cpu=True,
+            save_strategy="no",
+            disable_tqdm=True,
+            predict_with_generate=True,
+            generation_max_length=7,
+        ),
+        train_dataset=rows,
+        eval_dataset=rows,
+        compute_loss_func=TrainerLoss("smile", task="seq2seq"),
+        tricks=TrainerTricks(ema_decay=0.5, ema_warmup=False),
+    )
+    trainer.train()
+    predictions = trainer.predict(rows).predictions
+    averaged = copy.deepcopy(trainer.model)
+    trainer.ema.copy_to(averaged)
+    expected = averaged.generate(input_ids=torch.stack([r["input_ids"] for r in rows]), max_length=7)
+    assert torch.equal(torch.as_tensor(predictions)[:, : expected.shape[1]], expected)
+
+
+def test_pooled_classifier_trains_with_a_tunekit_objective_in_the_trainer(tmp_path):
+    from tunekit.hf import PooledClassifier
+
+    gen = torch.Generator().manual_seed(4)
+    rows = []
+    for i in range(32):
+        input_ids = torch.randint(4, VOCAB, (10,), generator=gen)
+        label = i % 3
+        input_ids[int(torch.randint(10, (), generator=gen))] = label + 1  # the class is a marker token
+        rows.append(
+            {"input_ids": input_ids, "attention_mask": torch.ones(10, dtype=torch.long), "labels": label}
+        )
+    torch.manual_seed(0)
+    model = PooledClassifier.from_config(bert_config(VOCAB), num_labels=3, pooling="max", dropout=0.0)
+    trainer = TunekitTrainer(
+        model=model,
+        args=trainer_args(tmp_path, optim="adamw_torch", learning_rate=3e-3, num_train_epochs=8),
+        train_dataset=rows,
+        eval_dataset=rows,
+        compute_loss_func=TrainerLoss("focal", task="sequence_classification", gamma=2.0),
+        tricks=TrainerTricks(layer_decay=0.9, ema_decay=0.5),
+    )
+    start = trainer.evaluate()["eval_loss"]
+    trainer.train()
+    assert trainer.evaluate()["eval_loss"] < 0.5 * start

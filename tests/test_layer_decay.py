@@ -22,31 +22,17 @@ from collections.abc import Callable
 
 import pytest
 import torch
-import torch.distributed as dist
 import transformers
 from torch import nn
 
+from tiny_models import gpt2_config, llama_config, t5_config, tiny_config
 from tunekit.tricks import layer_decay_param_groups
 
 VOCAB, BATCH, LENGTH, NUM_LABELS = 99, 2, 8, 3
 LR, DECAY, WEIGHT_DECAY = 0.1, 0.5, 0.01
-SMALL = dict(
-    vocab_size=VOCAB,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=37,
-    max_position_embeddings=64,
-    pad_token_id=0,
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# what differs from tiny_models.SIZES; every model keeps its library's default dropout (passed on to the GPT-2
+# and T5 builders, which would turn it off)
+SMALL = dict(intermediate_size=37, max_position_embeddings=64, pad_token_id=0)
 
 
 @dataclasses.dataclass
@@ -87,7 +73,7 @@ class Arch:
 
 
 def _classifier(model_cls, config_cls, **config):
-    return lambda: model_cls(config_cls(**{**SMALL, "num_labels": NUM_LABELS, **config}))
+    return lambda: model_cls(tiny_config(config_cls, VOCAB, **{**SMALL, "num_labels": NUM_LABELS, **config}))
 
 
 ARCHS = {
@@ -152,31 +138,23 @@ ARCHS = {
     ),
     # the LM head is tied to wte: one parameter, at depth 0
     "gpt2": Arch(
-        lambda: transformers.GPT2LMHeadModel(
-            transformers.GPT2Config(
-                vocab_size=VOCAB,
-                n_embd=32,
-                n_layer=2,
-                n_head=2,
-                n_positions=64,
-                bos_token_id=0,
-                eos_token_id=0,
-            )
-        ),
+        lambda: transformers.GPT2LMHeadModel(gpt2_config(VOCAB, n_positions=64, dropout=0.1)),
         "lm",
         embeddings=("transformer.wte.", "transformer.wpe."),
         stacks=(("transformer.h", 2),),
         head=("transformer.ln_f.",),
     ),
     "llama": Arch(
-        lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(**SMALL, num_key_value_heads=1)),
+        lambda: transformers.LlamaForCausalLM(llama_config(VOCAB, **SMALL, num_key_value_heads=1)),
         "lm",
         embeddings=("model.embed_tokens.",),
         stacks=(("model.layers", 2),),
         head=("model.norm.", "lm_head."),
     ),
     "mistral": Arch(
-        lambda: transformers.MistralForCausalLM(transformers.MistralConfig(**SMALL, num_key_value_heads=1)),
+        lambda: transformers.MistralForCausalLM(
+            tiny_config(transformers.MistralConfig, VOCAB, **SMALL, num_key_value_heads=1)
+        ),
         "lm",
         embeddings=("model.embed_tokens.",),
         stacks=(("model.layers", 2),),
@@ -194,19 +172,7 @@ ARCHS = {
     # `shared` is the encoder's and decoder's embedding and the tied LM head: one parameter, at depth 0.
     # The encoder's final norm sits between the stacks, at the depth of the last encoder block.
     "t5": Arch(
-        lambda: transformers.T5ForConditionalGeneration(
-            transformers.T5Config(
-                vocab_size=VOCAB,
-                d_model=32,
-                d_kv=16,
-                d_ff=37,
-                num_layers=2,
-                num_decoder_layers=2,
-                num_heads=2,
-                pad_token_id=0,
-                decoder_start_token_id=0,
-            )
-        ),
+        lambda: transformers.T5ForConditionalGeneration(t5_config(VOCAB, d_ff=37, dropout=0.1)),
         "seq2seq",
         embeddings=("shared.",),
         stacks=(("encoder.block", 2), ("decoder.block", 2)),
@@ -425,13 +391,6 @@ def test_unreadable_names_raise_unless_layer_of_is_given():
 def test_layer_of_returning_a_bad_value_raises(bad):
     with pytest.raises(ValueError, match=re.escape(f"got {bad!r}")):
         layer_decay_param_groups(mlp(), LR, DECAY, layer_of=lambda name: 1 if name.startswith("2") else bad)
-
-
-@pytest.fixture
-def process_group(tmp_path):
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
 
 
 def test_distributed_data_parallel_gives_the_same_groups(process_group):

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 
+from tiny_models import bert_config
 from tiny_tokenizer import stdlib_text, wordpiece_tokenizer
 from tunekit.hf.long_text import (
     SlidingWindowClassifier,
@@ -28,15 +29,6 @@ from tunekit.hf.pooled_classifier import PooledClassifier
 MAX_LENGTH, STRIDE = 32, 8
 ROOM = MAX_LENGTH - 2  # [CLS] and [SEP]
 NUM_LABELS = 3
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; more only add the intra-op pool's overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -75,15 +67,11 @@ def stitch(windows: list[list[int]], stride: int) -> list[int]:
 
 
 def tiny_bert_classifier(vocab_size: int, seed: int = 0) -> transformers.BertForSequenceClassification:
-    config = transformers.BertConfig(
-        vocab_size=vocab_size,
+    config = bert_config(
+        vocab_size,
         hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
         intermediate_size=32,
         max_position_embeddings=MAX_LENGTH,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
         classifier_dropout=0.0,
         num_labels=NUM_LABELS,
     )

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 
+from tiny_models import bert_config, t5_config, tiny_config
 from tunekit.hf.pooled_classifier import PooledClassifier, encoder_hidden_size
 from tunekit.tricks.pooling import (
     POOLING_KINDS,
@@ -26,16 +27,6 @@ from tunekit.tricks.pooling import (
     max_pool,
     mean_pool,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; more only add the intra-op pool's overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # ------------------------------------------------------------------------------------------------ data
 
@@ -247,15 +238,12 @@ def test_half_precision_mean_sums_in_fp32():
 
 
 def tiny_bert(hidden_size=16, layers=3, seed=0) -> transformers.BertModel:
-    config = transformers.BertConfig(
-        vocab_size=40,
+    config = bert_config(
+        40,
         hidden_size=hidden_size,
         num_hidden_layers=layers,
-        num_attention_heads=2,
         intermediate_size=32,
         max_position_embeddings=32,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
     )
     torch.manual_seed(seed)
     return transformers.BertModel(config).eval()
@@ -322,38 +310,28 @@ def test_bad_arguments_raise_value_errors(call, match):
 
 VOCAB, LENGTH, NUM_LABELS = 40, 12, 3
 SPLIT = 22  # the easy task: which half of the vocabulary a sequence's ids come from
+T5_SIZES = {"d_model": 12, "d_kv": 6, "d_ff": 24}
 
 
 def bert_encoder():
-    return transformers.AutoModel.from_config(
-        transformers.BertConfig(
-            vocab_size=VOCAB,
-            hidden_size=16,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=32,
-            max_position_embeddings=LENGTH,
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
-            pad_token_id=0,
-        )
+    config = bert_config(
+        VOCAB, hidden_size=16, intermediate_size=32, max_position_embeddings=LENGTH, pad_token_id=0
     )
+    return transformers.AutoModel.from_config(config)
 
 
 def roberta_encoder():
-    return transformers.AutoModel.from_config(
-        transformers.RobertaConfig(
-            vocab_size=VOCAB,
-            hidden_size=24,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=32,
-            max_position_embeddings=LENGTH + 2,  # RoBERTa's positions start after the pad id
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
-            pad_token_id=1,
-        )
+    config = tiny_config(
+        transformers.RobertaConfig,
+        VOCAB,
+        hidden_size=24,
+        intermediate_size=32,
+        max_position_embeddings=LENGTH + 2,  # RoBERTa's positions start after the pad id
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        pad_token_id=1,
     )
+    return transformers.AutoModel.from_config(config)
 
 
 def xlnet_encoder():
@@ -363,10 +341,7 @@ def xlnet_encoder():
 
 
 def t5_encoder():
-    config = transformers.T5Config(
-        vocab_size=VOCAB, d_model=12, d_kv=6, d_ff=24, num_layers=2, num_heads=2, dropout_rate=0.0
-    )
-    return transformers.T5EncoderModel(config)
+    return transformers.T5EncoderModel(t5_config(VOCAB, **T5_SIZES))
 
 
 # name: (encoder factory, its hidden size, pad id, padding side)
@@ -502,10 +477,8 @@ def test_from_config_and_from_pretrained(tmp_path):
     assert model.classifier.out_features == 2
 
     # an encoder-decoder config keeps the encoder only, which runs without decoder inputs
-    t5_config = transformers.T5Config(
-        vocab_size=VOCAB, d_model=12, d_kv=6, d_ff=24, num_layers=1, num_heads=2
-    )
-    model = PooledClassifier.from_config(t5_config, 2, pooling="mean")
+    config = t5_config(VOCAB, **T5_SIZES, num_layers=1, dropout=0.1)  # T5's default dropout
+    model = PooledClassifier.from_config(config, 2, pooling="mean")
     assert not any(name.startswith("decoder") for name, _ in model.named_parameters())
     batch = make_batch("t5", seed=6)
     assert model(batch["input_ids"], batch["attention_mask"]).logits.shape == (8, 2)

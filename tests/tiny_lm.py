@@ -1,9 +1,15 @@
-"""A tiny GPT-2 and prompted sequences for the end-to-end tests with a causal LM (no download)."""
+"""A tiny GPT-2, prompted sequences and Trainer arguments for the end-to-end tests with a causal LM (no
+download)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 import transformers
+
+from tiny_models import gpt2_config
 
 IGNORE = -100
 PAD = 0
@@ -41,18 +47,32 @@ def make_prompted_batch(
 
 
 def make_gpt2(*, vocab: int, positions: int, dropout: float, seed: int) -> transformers.GPT2LMHeadModel:
-    """A 2-layer, 32-dim GPT-2 with random weights, in train mode."""
-    config = transformers.GPT2Config(
-        vocab_size=vocab,
-        n_positions=positions,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        resid_pdrop=dropout,
-        embd_pdrop=dropout,
-        attn_pdrop=dropout,
-        bos_token_id=PAD,
-        eos_token_id=PAD,
-    )
+    """A 2-layer, 32-dim GPT-2 (`tiny_models.gpt2_config`) with random weights, in train mode."""
+    config = gpt2_config(vocab, n_positions=positions, dropout=dropout, bos_token_id=PAD, eos_token_id=PAD)
     torch.manual_seed(seed)
     return transformers.GPT2LMHeadModel(config).train()
+
+
+def trainer_args(output_dir: str | Path, **overrides: Any) -> transformers.TrainingArguments:
+    """Plain SGD on the CPU (lr 0.5, constant, no weight decay, no gradient clipping) for one epoch of batches
+    of 8, seed 0, with nothing logged, saved or reported; `overrides` win."""
+    options = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=1,
+        learning_rate=0.5,
+        lr_scheduler_type="constant",
+        optim="sgd",
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        num_train_epochs=1,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        dataloader_drop_last=False,
+        seed=0,
+    )
+    options.update(overrides)
+    return transformers.TrainingArguments(**options)
