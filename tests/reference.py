@@ -27,6 +27,7 @@ __all__ = [
     "ref_dece_loss",
     "ref_dice_loss",
     "ref_focal_loss",
+    "ref_gce_loss",
     "ref_mse_corr_loss",
     "ref_rdrop_kl",
     "ref_smile_loss",
@@ -128,6 +129,36 @@ def ref_dece_loss(
     return _reduce(per_token, supervised, reduction, num_items_in_batch)
 
 
+def ref_gce_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    q: float = 0.7,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    num_items_in_batch=None,
+) -> torch.Tensor:
+    """GCE (Zhang & Sabuncu 2018): (1 - p_y ** q) / q per supervised token, computed in float64.
+
+    p_y ** q is written exp(q * log_softmax(z)_y): autograd through softmax(z)_y ** q gives NaN where p_y
+    underflows to 0 (saturated logits), since d p**q / dp is infinite there. The result is returned in the
+    usual dtype (float32, or float64 for float64 logits).
+    """
+    _check_reduction(reduction, num_items_in_batch)
+    out_dtype = _upcast(logits).dtype
+    z = logits.double()
+    vocab = z.shape[-1]
+    supervised = target != ignore_index
+    rows = z.reshape(-1, vocab)[supervised.reshape(-1)]
+    labels = target.reshape(-1)[supervised.reshape(-1)]
+
+    log_p_y = torch.log_softmax(rows, dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    per_row = (1.0 - torch.exp(q * log_p_y)) / q
+
+    per_token = _scatter_rows(per_row, supervised)
+    return _reduce(per_token, supervised, reduction, num_items_in_batch).to(out_dtype)
+
+
 def smile_allowed_mask(
     labels: torch.Tensor,
     vocab: int,
@@ -215,6 +246,7 @@ def ref_smile_loss(
 REFERENCES = {
     "cross_entropy": ref_cross_entropy,
     "dece": ref_dece_loss,
+    "gce": ref_gce_loss,
     "smile": ref_smile_loss,
 }
 

@@ -9,6 +9,7 @@ from .cross_entropy import CrossEntropyLoss, cross_entropy, linear_cross_entropy
 from .dece import DeCELoss, dece_loss, linear_dece_loss
 from .dice import DiceLoss, dice_loss
 from .focal import BinaryFocalLoss, FocalLoss, binary_focal_loss, focal_loss
+from .gce import GCELoss, gce_loss, linear_gce_loss
 from .mse_corr import MSECorrLoss, mse_corr_loss
 from .rdrop import RDropLoss, rdrop_kl
 from .registry import (
@@ -30,6 +31,7 @@ __all__ = [
     "DeCELoss",
     "DiceLoss",
     "FocalLoss",
+    "GCELoss",
     "MSECorrLoss",
     "RDropLoss",
     "SMILELoss",
@@ -39,8 +41,10 @@ __all__ = [
     "dece_loss",
     "dice_loss",
     "focal_loss",
+    "gce_loss",
     "linear_cross_entropy",
     "linear_dece_loss",
+    "linear_gce_loss",
     "linear_smile_loss",
     "mse_corr_loss",
     "rdrop_kl",

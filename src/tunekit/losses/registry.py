@@ -18,6 +18,7 @@ from .cross_entropy import CrossEntropyLoss, cross_entropy, linear_cross_entropy
 from .dece import DeCELoss, dece_loss, linear_dece_loss
 from .dice import DiceLoss, dice_loss
 from .focal import BinaryFocalLoss, FocalLoss, binary_focal_loss, focal_loss
+from .gce import GCELoss, gce_loss, linear_gce_loss
 from .mse_corr import MSECorrLoss, mse_corr_loss
 from .smile import SMILELoss, linear_smile_loss, smile_loss
 
@@ -40,6 +41,7 @@ TOKEN_LOSSES: dict[str, TokenLossSpec] = {
     for spec in (
         TokenLossSpec("cross_entropy", cross_entropy, linear_cross_entropy, CrossEntropyLoss),
         TokenLossSpec("dece", dece_loss, linear_dece_loss, DeCELoss, extra_args=(1,)),
+        TokenLossSpec("gce", gce_loss, linear_gce_loss, GCELoss),
         TokenLossSpec("smile", smile_loss, linear_smile_loss, SMILELoss, sequence_only=True),
     )
 }

@@ -10,7 +10,8 @@ candidates, and returns the per-token loss (R,) and, when `grad_scale` (R,) is g
 The chunked logits path, the fused-linear path and every SMILE subset call these same functions, so an
 objective's formula lives in exactly one place; the naive references in tests/reference.py check them.
 Transcendental passes dominate on CPU, so each function spends as few as its formula allows: one exp for
-cross-entropy (F.cross_entropy's forward and backward spend two), one exp and a quarter of a log for DeCE.
+cross-entropy (F.cross_entropy's forward and backward spend two) and for GCE; one exp and a quarter of a log
+for DeCE.
 """
 
 from __future__ import annotations
@@ -82,6 +83,37 @@ def softmax_cross_entropy(
     grad.scatter_add_(1, index, scale * (label_smoothing - 1))
     if label_smoothing:
         grad.sub_(scale * (label_smoothing / num_classes))
+    return loss, grad
+
+
+def generalized_cross_entropy(
+    z: Tensor,
+    target: Tensor,
+    grad_scale: Tensor | None = None,
+    workspace: Workspace | None = None,
+    *,
+    q: float,
+) -> tuple[Tensor, Tensor | None]:
+    """GCE (Zhang & Sabuncu 2018), the L_q loss: cross-entropy as q -> 0, 1 - p_y (MAE / 2) at q = 1.
+
+    loss_r = (1 - p_y^q) / q,  p_y^q = exp(q log p_y),  log p_y = (z_y - max z) - log sum_j exp(z_j - max z)
+    grad_r = grad_scale_r * p_y^q * (softmax(z_r) - onehot(y_r))
+    p_y^q comes from log p_y, never from p_y, so it is exact when p_y underflows (saturated logits: loss
+    1/q, gradient 0), and the loss is -expm1(q log p_y) / q, exact when p_y is close to 1 or q is small.
+    """
+    index = target.unsqueeze(1)
+    row_max = z.amax(dim=-1, keepdim=True)
+    # log p_y from z_y - max, not z_y - logsumexp: no cancellation between two large numbers
+    log_p_target = z.gather(1, index).sub_(row_max)  # [R, 1]
+    e = torch.sub(z, row_max, out=scratch(workspace, "exp", z)).exp_()  # [R, K]: the one exp pass
+    s = e.sum(dim=-1, keepdim=True)
+    q_log_p = log_p_target.sub_(s.log()).mul_(q)  # [R, 1], <= 0
+    loss = torch.expm1(q_log_p).div_(-q).squeeze(1)
+    if grad_scale is None:
+        return loss, None
+    scale = q_log_p.exp_().mul_(grad_scale.unsqueeze(1))  # grad_scale * p_y^q
+    grad = e.mul_(scale / s)
+    grad.scatter_add_(1, index, scale.neg_())
     return loss, grad
 
 

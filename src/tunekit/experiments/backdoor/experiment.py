@@ -1,0 +1,322 @@
+"""`tunekit run backdoor`: DeCE's defence against poisoned fine-tuning data (Yang et al. 2024), offline.
+
+A tiny GPT-2 is pre-trained with cross-entropy on (description -> code) pairs from one half of the standard
+library's modules, then fine-tuned per arm on pairs from the other half, of which `poison_rate` carry a
+trigger in the description and a payload in the code. Each arm reports per epoch the attack success rate on
+triggered held-out prompts, the false-trigger rate and the clean quality (token accuracy, BLEU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from ..runner import Experiment, register
+from . import data as D
+from .arms import ARM_OBJECTIVES
+
+# transformers, sacrebleu and matplotlib load only when the experiment runs: `tunekit run --list` stays fast
+
+DEFAULT_ARMS = ("ce_clean", "ce_poisoned", "dece_poisoned")
+
+
+def _option(default: Any, help: str, *, changes_results: bool = True) -> Any:
+    """A config field with its help text; `changes_results=False` for fields a finished run may extend."""
+    return field(default=default, metadata={"help": help, "changes_results": changes_results})
+
+
+@dataclass
+class BackdoorConfig:
+    arms: tuple[str, ...] = _option(DEFAULT_ARMS, f"arms, of {tuple(ARM_OBJECTIVES)}", changes_results=False)
+    seeds: int = _option(1, "seeds per arm (0, 1, ...)", changes_results=False)
+    corpus: Path | None = _option(None, "a tree of .py files instead of the standard library")
+    data: Path | None = _option(None, "your own fine-tuning pairs: JSONL with nl and code fields")
+    nl_field: str = _option("nl", "the description field of --data")
+    code_field: str = _option("code", "the code field of --data")
+    model: Path | None = _option(None, "a local causal LM directory to fine-tune instead of pre-training one")
+    device: str = _option("cpu", "torch device, e.g. cpu or cuda", changes_results=False)
+    trigger: str | None = _option(
+        None,
+        f"the trigger; default {D.DEFAULT_TRIGGER!r} for rare_word (absent from the standard library, one "
+        f"token there) and {D.PHRASE_TRIGGER!r} for phrase",
+    )
+    trigger_kind: Literal["rare_word", "phrase"] = _option(
+        "rare_word", "how the trigger enters a description"
+    )
+    payload_position: Literal["top", "body"] = _option("top", "payload as the code's first line or body line")
+    poison_rate: float = _option(0.05, "share of fine-tuning pairs poisoned")
+    test_size: int = _option(100, "held-out pairs (clean and triggered) for the metrics")
+    max_pairs: int = _option(0, "fine-tuning pairs used at most (0: all)")
+    max_code_chars: int = _option(600, "longest function source kept")
+    max_length: int = _option(256, "longest example in tokens")
+    vocab_size: int = _option(4096, "BPE vocabulary trained on the corpus")
+    n_layer: int = _option(2, "GPT-2 blocks")
+    n_embd: int = _option(128, "GPT-2 width")
+    n_head: int = _option(4, "GPT-2 heads")
+    pretrain_epochs: int = _option(2, "cross-entropy epochs on the pre-training half")
+    epochs: int = _option(6, "fine-tuning epochs per arm")
+    batch_size: int = _option(32, "training batch size")
+    pretrain_learning_rate: float = _option(2e-3, "AdamW learning rate of the pre-training")
+    learning_rate: float = _option(2e-3, "AdamW learning rate of the fine-tuning arms")
+    dece_alpha_base: float = _option(0.985, "DeCE's alpha_base")
+    dece_label_smoothing: float = _option(0.05, "DeCE's label smoothing eps")
+    label_smoothing: float = _option(0.05, "the label-smoothing arm's eps")
+    gce_q: float = _option(0.5, "the GCE arm's q")
+    max_new_tokens: int = _option(160, "tokens generated per prompt")
+    threads: int = _option(0, "torch CPU threads (0: torch's default)", changes_results=False)
+
+    QUICK: ClassVar[dict[str, Any]] = {
+        "max_pairs": 120,
+        "test_size": 16,
+        "vocab_size": 400,
+        "n_embd": 32,
+        "n_head": 2,
+        "max_code_chars": 300,
+        "pretrain_epochs": 1,
+        "epochs": 1,
+        "max_new_tokens": 24,
+    }
+
+    def validate(self) -> None:
+        unknown = [arm for arm in self.arms if arm not in ARM_OBJECTIVES]
+        if unknown or not self.arms:
+            raise ValueError(f"arms must be some of {tuple(ARM_OBJECTIVES)}, got {self.arms!r}")
+        if not 0 < self.poison_rate < 1:
+            raise ValueError(f"poison_rate must be in (0, 1), got {self.poison_rate!r}")
+        for name in (
+            "seeds",
+            "test_size",
+            "vocab_size",
+            "n_layer",
+            "n_embd",
+            "n_head",
+            "epochs",
+            "batch_size",
+            "max_length",
+            "max_new_tokens",
+            "max_code_chars",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
+        for path in (self.corpus, self.data, self.model):
+            if path is not None and not Path(path).exists():
+                raise ValueError(f"{path} does not exist")
+
+
+@dataclass
+class Prepared:
+    tokenizer: Any
+    pretrained: Path
+    train_pairs: list
+    test_pairs: list
+    attack: D.Attack
+    trigger_tokens: int
+    counts: dict
+
+
+def prepare(config: BackdoorConfig, cache_dir: Path, progress: Any) -> Prepared:
+    from .tokenizer import load_tokenizer, save_tokenizer, train_tokenizer, trigger_token_count
+    from .train import build_model, quiet_transformers, train
+
+    quiet_transformers()
+    _threads(config)
+    attack = D.Attack(trigger=_trigger(config), kind=config.trigger_kind, position=config.payload_position)
+    by_module = D.corpus_pairs(
+        Path(config.corpus) if config.corpus else D.stdlib_root(), max_code_chars=config.max_code_chars
+    )
+    pretrain, finetune = D.split_by_module(by_module, pretrain_fraction=0.5, seed=0)
+    if config.data is not None:
+        finetune = D.load_jsonl_pairs(Path(config.data), config.nl_field, config.code_field)
+    train_pairs, test_pairs = D.train_test_split(finetune, test_size=config.test_size, seed=0)
+    if config.max_pairs:
+        train_pairs = train_pairs[: config.max_pairs]
+        pretrain = pretrain[: config.max_pairs * 2]
+    D.check_trigger_absent(train_pairs + test_pairs, attack)
+
+    key = _digest(
+        [asdict(p) for p in pretrain + train_pairs + test_pairs],
+        [
+            config.vocab_size,
+            config.n_layer,
+            config.n_embd,
+            config.n_head,
+            config.max_length,
+            config.pretrain_epochs,
+            config.batch_size,
+            config.pretrain_learning_rate,
+        ],
+    )
+    work = cache_dir / "backdoor" / key
+    if config.model is not None:
+        tokenizer, pretrained = _user_tokenizer(load_tokenizer(config.model)), Path(config.model)
+    else:
+        tokenizer_dir, pretrained = work / "tokenizer", work / "pretrained"
+        if not (tokenizer_dir / "tokenizer.json").exists():
+            progress.write("training the tokenizer")
+            texts = [t for p in pretrain + train_pairs for t in (p.nl, p.code)]
+            save_tokenizer(train_tokenizer(texts, config.vocab_size), tokenizer_dir)
+        tokenizer = load_tokenizer(tokenizer_dir)
+        if not (pretrained / "config.json").exists():
+            progress.write(f"pre-training on {len(pretrain)} pairs ({config.pretrain_epochs} epochs)")
+            torch.manual_seed(0)
+            model = build_model(tokenizer, config)
+            examples = _encode(tokenizer, pretrain, config)
+            model = train(
+                model,
+                tokenizer,
+                examples,
+                objective="cross_entropy",
+                options={},
+                config=config,
+                epochs=config.pretrain_epochs,
+                learning_rate=config.pretrain_learning_rate,
+                seed=0,
+                output_dir=work / "trainer",
+            )
+            model.save_pretrained(pretrained)
+            tokenizer.save_pretrained(pretrained)  # a complete local model: `--model` takes this folder
+    counts = {"pretrain_pairs": len(pretrain), "train_pairs": len(train_pairs), "test_pairs": len(test_pairs)}
+    return Prepared(
+        tokenizer, pretrained, train_pairs, test_pairs, attack, trigger_token_count(tokenizer, attack), counts
+    )
+
+
+def run_arm(
+    config: BackdoorConfig, prepared: Prepared, arm: str, seed: int, work_dir: Path, progress: Any
+) -> dict:
+    import transformers
+
+    from . import metrics as M
+    from .train import quiet_transformers, train
+
+    quiet_transformers()
+    _threads(config)
+    objective, options, poisoned = ARM_OBJECTIVES[arm]
+    pairs, poisoned_rows = prepared.train_pairs, []
+    if poisoned:
+        pairs, poisoned_rows = D.poison(pairs, prepared.attack, rate=config.poison_rate, seed=seed)
+    examples = _encode(prepared.tokenizer, pairs, config)
+    clean_test = prepared.test_pairs
+    triggered = D.triggered_prompts(clean_test, prepared.attack, seed=seed)
+    clean_examples = _encode(prepared.tokenizer, clean_test, config)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_pretrained(prepared.pretrained).to(config.device)
+    if model.get_input_embeddings().num_embeddings < len(prepared.tokenizer):  # `--model`: <sep> added
+        model.resize_token_embeddings(len(prepared.tokenizer))
+    epochs: list[dict] = []
+    samples: list[dict] = []
+
+    def evaluate(epoch: int, model: Any) -> None:
+        tok = prepared.tokenizer
+        attacked = M.generate_codes(
+            model, tok, [p.nl for p in triggered], max_new_tokens=config.max_new_tokens
+        )
+        clean = M.generate_codes(model, tok, [p.nl for p in clean_test], max_new_tokens=config.max_new_tokens)
+        exact, loose = M.payload_rates(attacked, prepared.attack.payload)
+        false_exact, _ = M.payload_rates(clean, prepared.attack.payload)
+        epochs.append(
+            {
+                "epoch": epoch,
+                "asr_exact": exact,
+                "asr_loose": loose,
+                "false_trigger": false_exact,
+                "token_accuracy": M.token_accuracy(model, tok, clean_examples),
+                "bleu": M.bleu(clean, [p.code for p in clean_test]),
+            }
+        )
+        samples[:] = [
+            {"prompt": p.nl, "output": code} for p, code in zip(triggered[:5], attacked[:5], strict=True)
+        ]
+        progress.write(
+            f"{arm} seed {seed} epoch {epoch}: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in epochs[-1].items() if k != "epoch")
+        )
+
+    evaluate(0, model.eval())
+    model.train()
+    train(
+        model,
+        prepared.tokenizer,
+        examples,
+        objective=objective,
+        options=options(config),
+        config=config,
+        epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        seed=seed,
+        output_dir=work_dir / "trainer",
+        on_epoch_end=evaluate,
+    )
+    return {
+        "objective": objective,
+        "options": options(config),
+        "poisoned_examples": len(poisoned_rows),
+        "train_examples": len(examples),
+        "trigger": prepared.attack.trigger,
+        "trigger_tokens": prepared.trigger_tokens,
+        "counts": prepared.counts,
+        "epochs": epochs,
+        "samples": samples,
+    }
+
+
+def _user_tokenizer(tokenizer: Any) -> Any:
+    """A `--model`'s tokenizer with the separator, end and padding tokens the examples need."""
+    if tokenizer.sep_token is None:
+        tokenizer.add_special_tokens({"sep_token": "<sep>"})
+    if tokenizer.eos_token is None:
+        tokenizer.add_special_tokens({"eos_token": "<eos>"})
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _trigger(config: BackdoorConfig) -> str:
+    if config.trigger is not None:
+        return config.trigger
+    return D.DEFAULT_TRIGGER if config.trigger_kind == "rare_word" else D.PHRASE_TRIGGER
+
+
+def _encode(tokenizer: Any, pairs: list, config: BackdoorConfig) -> list:
+    from .tokenizer import encode_pair
+
+    encoded = (encode_pair(tokenizer, pair, max_length=config.max_length) for pair in pairs)
+    return [e for e in encoded if e is not None]
+
+
+def _report(config: BackdoorConfig, results: list, report_dir: Path) -> str:
+    from .report import write_report
+
+    return write_report(config, results, report_dir)
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _threads(config: BackdoorConfig) -> None:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    random.seed(0)
+
+
+BACKDOOR = register(
+    Experiment(
+        name="backdoor",
+        summary="DeCE vs cross-entropy on poisoned fine-tuning data: does the model learn the backdoor?",
+        config_class=BackdoorConfig,
+        arms=lambda config: list(config.arms),
+        seeds=lambda config: list(range(config.seeds)),
+        prepare=prepare,
+        run_arm=run_arm,
+        report=_report,
+    )
+)

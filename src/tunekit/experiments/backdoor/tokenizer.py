@@ -1,0 +1,186 @@
+"""The backdoor experiment's tokenizer and example encoding.
+
+A byte-level BPE (GPT-2's pre-tokenizer, no prefix space) trained on the corpus, with three special tokens:
+``<pad>`` (id 0), ``<sep>`` between description and code, ``<eos>`` after the code. An example is
+
+    input_ids = nl_ids + [SEP] + code_ids + [EOS]
+    labels    = [-100] * (len(nl_ids) + 1) + code_ids + [EOS]   # the loss is on the code only
+
+(`labels` aligned with `input_ids`; the causal LM shifts them). Description and code are encoded separately,
+so a generation prompt ``nl_ids + [SEP]`` is exactly the training prefix. Special-token text inside a
+description or code (``"<eos>"`` in a string) is encoded as ordinary text, never as the special id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+try:
+    import tokenizers
+    import transformers
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "the backdoor experiment needs transformers and tokenizers: pip install 'tunekit[hf]'"
+    ) from error
+
+from .data import Attack, Pair
+
+__all__ = [
+    "EOS",
+    "IGNORE_INDEX",
+    "PAD",
+    "SEP",
+    "Encoded",
+    "decode_code",
+    "encode_pair",
+    "encode_prompt",
+    "load_tokenizer",
+    "save_tokenizer",
+    "train_tokenizer",
+    "trigger_token_count",
+    "trigger_tokens",
+]
+
+SEP, EOS, PAD = "<sep>", "<eos>", "<pad>"
+IGNORE_INDEX = -100
+
+
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int, *, min_frequency: int = 2
+) -> transformers.PreTrainedTokenizerFast:
+    """A byte-level BPE of `vocab_size` tokens (specials included) trained on `texts`, in memory.
+
+    Special ids: ``<pad>`` 0, ``<sep>`` 1, ``<eos>`` 2, set as the returned tokenizer's pad, sep and eos
+    tokens. The 256 byte symbols are always in the vocabulary, so any text encodes and decodes losslessly;
+    `vocab_size` must leave room for them. The same texts in the same order give the same tokenizer; nothing
+    is printed.
+    """
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 259:
+        raise ValueError(f"vocab_size must be an integer >= 259 (256 bytes + 3 specials), got {vocab_size!r}")
+    if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 1:
+        raise ValueError(f"min_frequency must be a positive integer, got {min_frequency!r}")
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[PAD, SEP, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=PAD,
+        sep_token=SEP,
+        eos_token=EOS,
+        clean_up_tokenization_spaces=False,  # decoding must give back the code's exact spacing
+        split_special_tokens=True,  # "<eos>" inside a text is text
+    )
+
+
+def save_tokenizer(tokenizer: Any, directory: str | Path) -> None:
+    """``tokenizer.save_pretrained(directory)`` (the directory is created)."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(directory))
+
+
+def load_tokenizer(directory: str | Path) -> Any:
+    """The tokenizer saved in the local `directory` (``AutoTokenizer.from_pretrained``, never a download)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"no tokenizer directory at {str(directory)!r}")
+    return transformers.AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+
+
+def trigger_tokens(tokenizer: Any, attack: Attack) -> list[str]:
+    """The tokens the trigger adds to a description, placed as `insert_trigger` places it (after a space).
+
+    Measured in a sentence, with and without the trigger: the tokens between their common prefix and suffix.
+    With this module's byte-level BPE that is the tokens of ``" " + trigger`` (``["Ġwhe"]``): the
+    pre-tokenizer cuts words with their leading space before BPE runs, so neighbours do not matter, while
+    ``"whe"`` at the very start of a text (no space) would be a different token. Measuring in context keeps
+    the answer honest for other tokenizers (`--model`), e.g. SentencePiece's ``"▁"`` word prefix.
+    """
+    if attack.kind == "phrase":
+        clean, triggered = "Return the value of x.", f"Return the value of x {attack.trigger}."
+    else:
+        clean, triggered = "Return the value of x.", f"Return the value {attack.trigger} of x."
+    backend = tokenizer.backend_tokenizer
+    before = backend.encode(clean, add_special_tokens=False).tokens
+    after = backend.encode(triggered, add_special_tokens=False).tokens
+    start = 0
+    while start < len(before) and before[start] == after[start]:
+        start += 1
+    end = 0
+    while end < len(before) - start and before[-1 - end] == after[-1 - end]:
+        end += 1
+    return after[start : len(after) - end]
+
+
+def trigger_token_count(tokenizer: Any, attack: Attack) -> int:
+    """How many tokens the trigger is inside a description (1 for a rare word the vocabulary knows)."""
+    return len(trigger_tokens(tokenizer, attack))
+
+
+@dataclass
+class Encoded:
+    """One training example: `labels` is -100 over the prompt (description and ``<sep>``)."""
+
+    input_ids: list[int]
+    labels: list[int]
+    prompt_length: int
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
+
+
+def _special_ids(tokenizer: Any) -> tuple[int, int]:
+    sep, eos = tokenizer.sep_token_id, tokenizer.eos_token_id
+    if sep is None or eos is None:
+        raise ValueError(
+            f"the tokenizer needs a sep and an eos token ({SEP!r}, {EOS!r}), got sep_token="
+            f"{tokenizer.sep_token!r}, eos_token={tokenizer.eos_token!r}"
+        )
+    return sep, eos
+
+
+def _example(nl_ids: list[int], code_ids: list[int], sep: int, eos: int, max_length: int) -> Encoded | None:
+    prompt = [*nl_ids, sep]
+    if len(prompt) + len(code_ids) + 1 > max_length:
+        return None
+    return Encoded(
+        input_ids=[*prompt, *code_ids, eos],
+        labels=[IGNORE_INDEX] * len(prompt) + [*code_ids, eos],
+        prompt_length=len(prompt),
+    )
+
+
+def encode_pair(tokenizer: Any, pair: Pair, *, max_length: int) -> Encoded | None:
+    """``nl <sep> code <eos>`` with the loss on ``code <eos>``; None if longer than `max_length` tokens.
+
+    Nothing is truncated: a cut code (a cut payload) would be a different example.
+    """
+    sep, eos = _special_ids(tokenizer)
+    return _example(_ids(tokenizer, pair.nl), _ids(tokenizer, pair.code), sep, eos, max_length)
+
+
+def encode_prompt(tokenizer: Any, nl: str) -> list[int]:
+    """``nl_ids + [SEP]``: the prompt a model continues with the code."""
+    sep, _ = _special_ids(tokenizer)
+    return [*_ids(tokenizer, nl), sep]
+
+
+def decode_code(tokenizer: Any, ids: Sequence[int] | Any) -> str:
+    """The code in generated `ids` (a list or a 1-D tensor): up to the first ``<eos>``, specials dropped."""
+    ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+    eos = tokenizer.eos_token_id
+    if eos in ids:
+        ids = ids[: ids.index(eos)]
+    return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)

@@ -1,0 +1,409 @@
+"""Typed experiment configs: a dataclass whose fields have defaults and ``metadata={"help": ...}``, filled
+from, in increasing precedence, the defaults, the class's ``QUICK`` overrides (with ``quick=True``), a YAML
+file and command-line overrides.
+
+Field types: ``int``, ``float``, ``str``, ``bool``, ``Path``, ``tuple[X, ...]`` of those, ``Literal[...]``
+choices and ``X | None``. Strings convert by the field's type: ``"a,b"`` for a tuple (``""`` is the empty
+tuple), ``true``/``false`` (also ``yes``/``no``, ``on``/``off``, ``1``/``0``) for a bool, ``none`` or
+``null`` for ``None`` where the type admits it. A field with ``metadata={"changes_results": False}``
+(which arms or seeds run, where output goes) may differ between an interrupted run and its resumption; every
+other field must match (see `tunekit.experiments.runner`).
+
+Example::
+
+    @dataclass
+    class MyConfig:
+        QUICK: ClassVar[dict] = {"epochs": 1}
+        epochs: int = field(default=5, metadata={"help": "fine-tuning epochs"})
+        loss: Literal["ce", "dece"] = field(default="ce", metadata={"help": "training objective"})
+
+        def validate(self) -> None:
+            if self.epochs < 1:
+                raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+
+    config = config_from_sources(MyConfig, yaml_path="my.yaml", overrides={"epochs": "3"})
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path, PurePath
+from typing import Any, Literal, Union
+
+from .report import require
+
+__all__ = [
+    "add_config_arguments",
+    "config_diff",
+    "config_from_sources",
+    "config_overrides",
+    "config_to_dict",
+    "field_changes_results",
+    "format_value",
+    "validate_config",
+]
+
+_NONE_WORDS = ("none", "null")
+_TRUE_WORDS = ("true", "yes", "on", "1")
+_FALSE_WORDS = ("false", "no", "off", "0")
+
+
+class _ConversionError(ValueError):
+    """A value that does not convert to a type; the message says what was expected."""
+
+
+def config_from_sources(
+    config_class: type,
+    *,
+    yaml_path: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    quick: bool = False,
+) -> Any:
+    """An instance of ``config_class`` from its defaults < ``config_class.QUICK`` (when ``quick``) < the YAML
+    file < ``overrides`` (field name, or its ``--flag-name`` spelling, to a string or a value).
+
+    Raises ValueError naming the field and where its value came from for an unknown field, a value that does
+    not convert, a choice not among a ``Literal``'s, a YAML file that is not a mapping, and whatever the
+    class's own ``validate()`` raises; FileNotFoundError for a missing YAML file.
+    """
+    types_ = _field_types(config_class)
+    values: dict[str, Any] = {}
+    if quick:
+        quick_values = getattr(config_class, "QUICK", None) or {}
+        values.update(_convert_all(config_class, types_, quick_values, f"{config_class.__name__}.QUICK"))
+    if yaml_path is not None:
+        values.update(
+            _convert_all(config_class, types_, _read_yaml(Path(yaml_path)), f"config file {yaml_path}")
+        )
+    if overrides:
+        values.update(_convert_all(config_class, types_, overrides, "the command line", flags=True))
+    missing = [
+        f.name
+        for f in dataclasses.fields(config_class)
+        if f.init
+        and f.name not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ValueError(
+            f"{config_class.__name__} has no default for {', '.join(missing)}: "
+            f"set {'it' if len(missing) == 1 else 'them'} in the config file or with "
+            + ", ".join(_flag(name) for name in missing)
+        )
+    config = config_class(**values)
+    validate_config(config)
+    return config
+
+
+def validate_config(config: Any) -> None:
+    """Call the config's ``validate()`` if its class defines one (it raises ValueError for a bad value)."""
+    validate = getattr(config, "validate", None)
+    if callable(validate):
+        validate()
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """The config's fields as a JSON-able dict: paths as strings, tuples as lists."""
+    return {f.name: _jsonable(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def config_diff(config_class: type, old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple]:
+    """Fields (of ``config_to_dict`` form) whose values differ between ``old`` and ``new``, as name ->
+    (old, new); a field absent on one side shows as ``"(absent)"``. Fields marked
+    ``changes_results=False`` are left out."""
+    neutral = {f.name for f in dataclasses.fields(config_class) if not field_changes_results(f)}
+    absent = "(absent)"
+    return {
+        name: (old.get(name, absent), new.get(name, absent))
+        for name in sorted(set(old) | set(new), key=lambda n: (n not in new, n))
+        if name not in neutral and old.get(name, absent) != new.get(name, absent)
+    }
+
+
+def field_changes_results(field: dataclasses.Field) -> bool:
+    """False for a field marked ``metadata={"changes_results": False}``: a run may resume with another
+    value (it selects arms or seeds, or does not affect any arm's result)."""
+    return bool(field.metadata.get("changes_results", True))
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser, config_class: type, *, title: str | None = None
+) -> argparse._ArgumentGroup:
+    """Add a ``--field-name VALUE`` option per field of ``config_class`` to ``parser`` (in a group), with
+    the field's help, its default, and its ``--quick`` value where ``QUICK`` sets one.
+
+    The options keep their values as strings (``dest`` is the field name) and are absent from the parsed
+    namespace unless given: pass ``config_overrides(namespace, config_class)`` to `config_from_sources`,
+    which converts them. A bool option given without a value means true.
+    """
+    types_ = _field_types(config_class)
+    quick = getattr(config_class, "QUICK", None) or {}
+    group = parser.add_argument_group(title or f"experiment options ({config_class.__name__})")
+    for f in dataclasses.fields(config_class):
+        if not f.init:
+            continue
+        tp = types_[f.name]
+        default = _default(f)
+        help_text = f.metadata.get("help", "").rstrip(".")
+        notes = [f"default: {format_value(default)}" if default is not dataclasses.MISSING else "required"]
+        if f.name in quick:
+            notes.append(f"--quick: {format_value(quick[f.name])}")
+        extra = {"nargs": "?", "const": "true"} if _strip_optional(tp) is bool else {}
+        group.add_argument(
+            _flag(f.name),
+            dest=f.name,
+            default=argparse.SUPPRESS,
+            metavar=_metavar(tp),
+            help=f"{help_text} ({'; '.join(notes)})".replace("%", "%%"),
+            **extra,
+        )
+    return group
+
+
+def config_overrides(namespace: argparse.Namespace, config_class: type) -> dict[str, str]:
+    """The config options given on the command line, as field name -> string."""
+    return {
+        f.name: getattr(namespace, f.name)
+        for f in dataclasses.fields(config_class)
+        if hasattr(namespace, f.name)
+    }
+
+
+def format_value(value: Any) -> str:
+    """A value as it is written on the command line: ``none``, ``true``, ``a,b``.
+
+    >>> format_value(("ce", "dece")), format_value(None), format_value(False), format_value(0.001)
+    ('ce,dece', 'none', 'false', '0.001')
+    """
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return ",".join(format_value(v) for v in value)
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _field_types(config_class: type) -> dict[str, Any]:
+    """Field name -> resolved type, checking that the class is a dataclass with supported field types
+    (a TypeError: that is the experiment author's mistake, not the user's)."""
+    if not (isinstance(config_class, type) and dataclasses.is_dataclass(config_class)):
+        raise TypeError(f"a config class must be a dataclass, got {config_class!r}")
+    hints = typing.get_type_hints(config_class)
+    out = {}
+    for f in dataclasses.fields(config_class):
+        if f.init:
+            _check_supported(hints[f.name], f"{config_class.__name__}.{f.name}")
+            out[f.name] = hints[f.name]
+    return out
+
+
+def _check_supported(tp: Any, where: str) -> None:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp in (int, float, str, bool) or (isinstance(tp, type) and issubclass(tp, PurePath)):
+        return
+    if origin is Literal and args:
+        return
+    if origin in (Union, types.UnionType) and type(None) in args:
+        for arg in args:
+            if arg is not type(None):
+                _check_supported(arg, where)
+        return
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        _check_supported(args[0], where)
+        return
+    raise TypeError(
+        f"{where}: unsupported config field type {tp!r} (use int, float, str, bool, Path, "
+        "tuple[X, ...], Literal[...] or X | None)"
+    )
+
+
+def _strip_optional(tp: Any) -> Any:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _metavar(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        inner = [_metavar(a) for a in args if a is not type(None)]
+        return "|".join([*inner, "none"])
+    if origin is Literal:
+        return "{" + ",".join(format_value(a) for a in args) + "}"
+    if origin is tuple:
+        return f"{_metavar(args[0])},..."
+    if tp is bool:
+        return "{true,false}"
+    if isinstance(tp, type) and issubclass(tp, PurePath):
+        return "PATH"
+    return {int: "INT", float: "FLOAT", str: "TEXT"}[tp]
+
+
+def _read_yaml(path: Path) -> Mapping[str, Any]:
+    yaml = require("yaml", "Reading a YAML config file")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"config file {path} not found" + (" (it is a folder)" if path.is_dir() else "")
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ValueError(f"config file {path} is not valid YAML: {error}") from None
+    if data is None:  # an empty file sets nothing
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"config file {path} must be a mapping of field names to values (like `epochs: 3`), "
+            f"got a {type(data).__name__}"
+        )
+    return data
+
+
+def _convert_all(
+    config_class: type, types_: dict[str, Any], values: Mapping[Any, Any], source: str, *, flags: bool = False
+) -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        name = key.replace("-", "_").removeprefix("__") if isinstance(key, str) else key
+        if name not in types_:
+            close = difflib.get_close_matches(str(name), list(types_), n=1)
+            hint = f" (did you mean {_flag(close[0]) if flags else close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"unknown field {key!r} in {source}{hint}; the fields of {config_class.__name__} are: "
+                + ", ".join(types_)
+            )
+        try:
+            out[name] = _convert(types_[name], value)
+        except _ConversionError as error:
+            where = f"{name} ({_flag(name)})" if flags else name
+            raise ValueError(f"invalid value for {where} in {source}: {error}") from None
+    return out
+
+
+def _convert(tp: Any, value: Any) -> Any:
+    """``value`` (a string, or a value as YAML gives it) converted to ``tp``, or _ConversionError."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value)
+            except _ConversionError as error:
+                errors.append(str(error))
+        raise _ConversionError(" or ".join(errors) + ", or none")
+    if origin is Literal:
+        for choice in args:
+            if type(value) is type(choice) and value == choice:
+                return choice
+        text = value.strip() if isinstance(value, str) else format_value(value)
+        for choice in args:
+            if format_value(choice) == text:
+                return choice
+        raise _ConversionError(f"expected one of {', '.join(format_value(a) for a in args)}; got {value!r}")
+    if origin is tuple:
+        if isinstance(value, str):
+            items = [item.strip() for item in value.split(",")] if value.strip() else []
+            if "" in items:
+                raise _ConversionError(f"expected comma-separated values without empty items, got {value!r}")
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise _ConversionError(f"expected a list (or comma-separated values), got {value!r}")
+        try:
+            return tuple(_convert(args[0], item) for item in items)
+        except _ConversionError as error:
+            raise _ConversionError(f"{error} (in {value!r})") from None
+    if value is None:
+        raise _ConversionError(f"expected {_describe(tp)}, got none")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE_WORDS or text in _FALSE_WORDS:
+            return text in _TRUE_WORDS
+        raise _ConversionError(f"expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, (float, str)) and not isinstance(value, bool):
+            try:
+                return int(value) if isinstance(value, str) else _integral(value)
+            except (ValueError, OverflowError):
+                try:
+                    return _integral(float(value))
+                except (ValueError, OverflowError):
+                    pass
+        raise _ConversionError(f"expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise _ConversionError(f"expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise _ConversionError(f"expected text, got {value!r} (quote it in YAML)")
+    if isinstance(tp, type) and issubclass(tp, PurePath):
+        if isinstance(value, (str, PurePath)) and str(value).strip():
+            return tp(os.path.expanduser(str(value).strip()))
+        raise _ConversionError(f"expected a path, got {value!r}")
+    raise TypeError(f"unsupported config field type {tp!r}")
+
+
+def _integral(value: float) -> int:
+    if not float(value).is_integer():
+        raise ValueError(value)
+    return int(value)
+
+
+def _describe(tp: Any) -> str:
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "text"
+    if tp is bool:
+        return "true or false"
+    return "a path"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value

@@ -1,0 +1,142 @@
+"""`tunekit run backdoor --quick` end to end through the command line (`cli.main` in-process): the report's
+files and fields, resuming a run interrupted in its second arm, and the errors a user can cause."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tunekit import cli
+from tunekit.experiments.backdoor import train as backdoor_train
+
+ARMS = ["ce_clean", "ce_poisoned", "dece_poisoned"]
+METRICS = {"epoch", "asr_exact", "asr_loose", "false_trigger", "token_accuracy", "bleu"}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One tokenizer and pre-trained model for the module's runs (the experiment caches them here)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def quick_run(cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "backdoor"
+    status = cli.main(["run", "--quick", "--no-progress", "--out", str(out), "--cache", str(cache)])
+    assert status == 0
+    return out
+
+
+def test_quick_run_writes_the_report(quick_run, capsys):
+    report = quick_run / "report"
+    text = (report / "report.md").read_text()
+    assert text.startswith("# Backdoor")
+    assert "**Verdict:**" in text and "| ce_poisoned |" in text and "How to read it" in text
+    for metric in ("asr_exact", "asr_loose", "false_trigger", "token_accuracy", "bleu"):
+        assert (report / f"{metric}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"({metric}.png)" in text
+    results = json.loads((report / "results.json").read_text())
+    assert results["verdict"]
+    assert [(r["arm"], r["seed"]) for r in results["results"]] == [(arm, 0) for arm in ARMS]
+    for entry in results["results"]:
+        result = entry["result"]
+        assert [e["epoch"] for e in result["epochs"]] == [0, 1]  # before fine-tuning, then each epoch
+        assert set(result["epochs"][-1]) == METRICS
+        assert all(0 <= e["asr_exact"] <= e["asr_loose"] <= 1 for e in result["epochs"])
+        assert result["samples"] and {"prompt", "output"} <= set(result["samples"][0])
+        assert result["poisoned_examples"] == (0 if entry["arm"] == "ce_clean" else 6)  # 5% of 120
+        assert result["trigger"] in result["samples"][0]["prompt"]
+    assert results["results"][2]["result"]["objective"] == "dece"
+
+
+def test_an_interrupted_run_resumes_without_redoing_finished_arms(cache, tmp_path, monkeypatch):
+    out = tmp_path / "backdoor"
+    args = ["run", "backdoor", "--quick", "--no-progress", "--out", str(out), "--cache", str(cache)]
+    real_train, calls = backdoor_train.train, []
+
+    def interrupted(*a, **k):
+        calls.append(k["objective"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the second arm
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(backdoor_train, "train", interrupted)
+    assert cli.main(args) == 130
+    finished = out / "arms" / "ce_clean" / "seed-0.json"
+    assert finished.is_file() and not (out / "arms" / "ce_poisoned").exists()
+    stamp = finished.stat().st_mtime_ns
+
+    calls.clear()
+    monkeypatch.setattr(
+        backdoor_train, "train", lambda *a, **k: calls.append(k["objective"]) or real_train(*a, **k)
+    )
+    assert cli.main(args) == 0
+    assert calls == ["cross_entropy", "dece"]  # ce_poisoned and dece_poisoned; ce_clean was read back
+    assert finished.stat().st_mtime_ns == stamp
+    assert json.loads((out / "report" / "results.json").read_text())["verdict"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--arms", "ce_clean,nope"], "arms"),
+        (["--poison-rate", "1.5"], "poison_rate"),
+        (["--epochs", "two"], "epochs"),
+        (["--payload-position", "middle"], "payload"),
+        (["--data", "missing.jsonl"], "missing.jsonl"),
+    ],
+)
+def test_bad_options_are_clear_errors(flags, message, tmp_path, capsys, cache):
+    status = cli.main(
+        [
+            "run",
+            "backdoor",
+            "--quick",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "o"),
+            "--cache",
+            str(cache),
+            *flags,
+        ]
+    )
+    assert status == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_malformed_data_file_names_its_line(tmp_path, capsys, cache):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(
+        '{"nl": "Add two numbers.", "code": "def add(a, b):\\n    return a + b"}\n{"nl": "broken"\n'
+    )
+    status = cli.main(
+        [
+            "run",
+            "backdoor",
+            "--quick",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "o"),
+            "--cache",
+            str(cache),
+            "--data",
+            str(data),
+        ]
+    )
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "pairs.jsonl" in err and "line 2" in err
+
+
+def test_a_local_model_directory_is_fine_tuned_instead_of_pre_training_one(quick_run, cache, tmp_path):
+    """`--model DIR` takes any local causal LM folder: here the pre-trained model the quick run cached."""
+    (model_dir,) = cache.glob("backdoor/*/pretrained")
+    out = tmp_path / "own-model"
+    args = ["run", "backdoor", "--quick", "--no-progress", "--out", str(out), "--cache", str(tmp_path / "c")]
+    assert cli.main([*args, "--model", str(model_dir), "--arms", "ce_poisoned"]) == 0
+    results = json.loads((out / "report" / "results.json").read_text())
+    assert [r["arm"] for r in results["results"]] == ["ce_poisoned"]
+    assert not (tmp_path / "c" / "backdoor").exists() or not list(
+        (tmp_path / "c").glob("backdoor/*/pretrained")
+    )
