@@ -68,7 +68,8 @@ class BackdoorConfig:
     dece_label_smoothing: float = _option(0.05, "DeCE's label smoothing eps")
     label_smoothing: float = _option(0.05, "the label-smoothing arm's eps")
     gce_q: float = _option(0.5, "the GCE arm's q")
-    max_new_tokens: int = _option(128, "tokens generated per prompt")
+    max_new_tokens: int = _option(128, "tokens generated per clean prompt (BLEU)")
+    attack_tokens: int = _option(64, "tokens generated per triggered prompt: the payload comes first")
     threads: int = _option(0, "torch CPU threads (0: torch's default)", changes_results=False)
 
     QUICK: ClassVar[dict[str, Any]] = {
@@ -81,6 +82,7 @@ class BackdoorConfig:
         "pretrain_epochs": 1,
         "epochs": 1,
         "max_new_tokens": 24,
+        "attack_tokens": 24,
     }
 
     def validate(self) -> None:
@@ -100,6 +102,7 @@ class BackdoorConfig:
             "batch_size",
             "max_length",
             "max_new_tokens",
+            "attack_tokens",
             "max_code_chars",
         ):
             if getattr(self, name) < 1:
@@ -217,7 +220,7 @@ def run_arm(
     def evaluate(epoch: int, model: Any) -> None:
         tok = prepared.tokenizer
         attacked = M.generate_codes(
-            model, tok, [p.nl for p in triggered], max_new_tokens=config.max_new_tokens
+            model, tok, [p.nl for p in triggered], max_new_tokens=config.attack_tokens
         )
         clean = M.generate_codes(model, tok, [p.nl for p in clean_test], max_new_tokens=config.max_new_tokens)
         exact, loose = M.payload_rates(attacked, prepared.attack.payload)

@@ -59,7 +59,8 @@ def write_report(config: Any, results: list, report_dir: Path) -> str:
         "",
         *(f"![{label}]({metric}.png)" for metric, label in METRICS.items()),
         "",
-        "## Triggered prompts and what each arm generated (seed 0, last epoch)",
+        "## Triggered prompts and what each arm generated (seed 0, last epoch, first "
+        f"{getattr(config, 'attack_tokens', config.max_new_tokens)} tokens)",
         "",
     ]
     for arm, runs in by_arm.items():
