@@ -14,6 +14,13 @@ ARMS = ["ce_clean", "ce_poisoned", "dece_poisoned"]
 METRICS = {"epoch", "asr_exact", "asr_loose", "false_trigger", "token_accuracy", "bleu"}
 
 
+def quick(out, cache, *flags: str) -> int:
+    """`tunekit run backdoor --quick` into `out`; the exit status."""
+    return cli.main(
+        ["run", "backdoor", "--quick", "--no-progress", "--out", str(out), "--cache", str(cache), *flags]
+    )
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     """One tokenizer and pre-trained model for the module's runs (the experiment caches them here)."""
@@ -88,20 +95,7 @@ def test_an_interrupted_run_resumes_without_redoing_finished_arms(cache, tmp_pat
     ],
 )
 def test_bad_options_are_clear_errors(flags, message, tmp_path, capsys, cache):
-    status = cli.main(
-        [
-            "run",
-            "backdoor",
-            "--quick",
-            "--no-progress",
-            "--out",
-            str(tmp_path / "o"),
-            "--cache",
-            str(cache),
-            *flags,
-        ]
-    )
-    assert status == 2
+    assert quick(tmp_path / "o", cache, *flags) == 2
     assert message in capsys.readouterr().err
 
 
@@ -110,21 +104,7 @@ def test_a_malformed_data_file_names_its_line(tmp_path, capsys, cache):
     data.write_text(
         '{"nl": "Add two numbers.", "code": "def add(a, b):\\n    return a + b"}\n{"nl": "broken"\n'
     )
-    status = cli.main(
-        [
-            "run",
-            "backdoor",
-            "--quick",
-            "--no-progress",
-            "--out",
-            str(tmp_path / "o"),
-            "--cache",
-            str(cache),
-            "--data",
-            str(data),
-        ]
-    )
-    assert status == 2
+    assert quick(tmp_path / "o", cache, "--data", str(data)) == 2
     err = capsys.readouterr().err
     assert "pairs.jsonl" in err and "line 2" in err
 
