@@ -81,9 +81,10 @@ def _verdict(final: dict[str, dict[str, list[float]]]) -> str:
         return "run both ce_poisoned and dece_poisoned to judge DeCE's defence"
     ce, dece = mean(final["ce_poisoned"]["asr_exact"]), mean(final["dece_poisoned"]["asr_exact"])
     if ce < CE_ASR_FLOOR:
+        how = "did not take hold" if ce < 0.2 else "took hold only partly"
         return (
-            f"the attack did not take hold under cross-entropy (exact ASR {ce:.2f} < {CE_ASR_FLOOR}), so "
-            "this run cannot show a defence"
+            f"the attack {how} under cross-entropy (exact ASR {ce:.2f}, below {CE_ASR_FLOOR}; DeCE "
+            f"{dece:.2f}): too weak to judge a defence, try more --epochs or a higher --poison-rate"
         )
     if dece <= DECE_ASR_CEILING:
         return f"DeCE kept the backdoor out: exact ASR {dece:.2f} with DeCE vs {ce:.2f} with cross-entropy"
