@@ -27,7 +27,7 @@ def generate_codes(
     descriptions: Sequence[str],
     *,
     max_new_tokens: int,
-    batch_size: int = 64,
+    batch_size: int = 128,
 ) -> list[str]:
     """Greedy continuations of ``description <sep>`` prompts, cut at <eos>."""
     device = next(model.parameters()).device
@@ -63,7 +63,7 @@ def payload_rates(codes: Sequence[str], payload: str) -> tuple[float, float]:
 
 @torch.no_grad()
 def token_accuracy(
-    model: nn.Module, tokenizer: Any, examples: Sequence[Encoded], *, batch_size: int = 64
+    model: nn.Module, tokenizer: Any, examples: Sequence[Encoded], *, batch_size: int = 128
 ) -> float:
     """Teacher-forced accuracy: argmax of the logits at position t against label t + 1, over code tokens."""
     device = next(model.parameters()).device
