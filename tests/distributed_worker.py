@@ -28,7 +28,15 @@ import transformers
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from tiny_lm import IGNORE, make_gpt2, make_prompted_batch, trainer_args
+from tiny_lm import (
+    IGNORE,
+    UNEVEN_LENGTH,
+    UNEVEN_VOCAB,
+    make_gpt2,
+    rows_of,
+    trainer_args,
+    uneven_prompted_batch,
+)
 from tiny_models import bert_config
 from tunekit.hf.loss_func import TrainerLoss
 from tunekit.hf.trainer import TunekitTrainer
@@ -37,8 +45,7 @@ from tunekit.tricks import EMA
 
 WORLD_SIZE = 2
 BATCH = 8  # the global batch; each rank takes BATCH // WORLD_SIZE rows
-VOCAB, LENGTH = 40, 16
-CYCLE = [1, 2, 3, 4, 5]
+VOCAB, LENGTH = UNEVEN_VOCAB, UNEVEN_LENGTH
 TOKEN_SEED = 5  # the supervised-token counts of its halves differ (checked by the test)
 EXTRA_ARGS = {"dece": (3,)}  # DeCE at epoch 3, where its smoothing differs from epoch 1's
 CLASSES = 3
@@ -55,21 +62,12 @@ TRAINER_RUNS = (("cross_entropy", 4, 1), ("dece", 4, 1), ("dece", 2, 2))
 
 def token_batch(seed: int) -> dict[str, Tensor]:
     """BATCH prompted sequences whose numbers of supervised tokens differ."""
-    return make_prompted_batch(
-        seed,
-        batch=BATCH,
-        length=LENGTH,
-        vocab=VOCAB,
-        cycle=CYCLE,
-        prompt_lengths=(1, 6),
-        response_lengths=(1, 9),
-    )
+    return uneven_prompted_batch(seed, BATCH)
 
 
 def lm_rows(seed: int) -> list[dict[str, Tensor]]:
     """`token_batch` as Trainer dataset rows."""
-    batch = token_batch(seed)
-    return [{key: value[i] for key, value in batch.items()} for i in range(BATCH)]
+    return rows_of(token_batch(seed))
 
 
 def classification_batch() -> dict[str, Tensor]:

@@ -55,6 +55,8 @@ def test_quick_run_writes_the_report(quick_run, capsys):
         assert result["poisoned_examples"] == (0 if entry["arm"] == "ce_clean" else 6)  # 5% of 120
         assert result["trigger"] in result["samples"][0]["prompt"]
     assert results["results"][2]["result"]["objective"] == "dece"
+    # every arm starts from the same pre-trained model: epoch 0 is measured once per seed and shared
+    assert len({json.dumps(r["result"]["epochs"][0], sort_keys=True) for r in results["results"]}) == 1
 
 
 def test_an_interrupted_run_resumes_without_redoing_finished_arms(cache, tmp_path, monkeypatch):

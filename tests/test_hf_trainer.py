@@ -23,7 +23,7 @@ import safetensors.torch
 import torch
 import transformers
 
-from tiny_lm import make_gpt2, make_prompted_batch, trainer_args
+from tiny_lm import UNEVEN_LENGTH, UNEVEN_VOCAB, make_gpt2, rows_of, trainer_args, uneven_prompted_batch
 from tiny_models import bert_config, t5_config
 from tunekit.hf.loss_func import TrainerLoss, rdrop_loss_func
 from tunekit.hf.trainer import STATE_FILE, TrainerTricks, TunekitTrainer
@@ -31,22 +31,12 @@ from tunekit.losses import TOKEN_LOSSES, cross_entropy, rdrop_kl
 from tunekit.tricks import layer_decay_param_groups
 from tunekit.tricks.adversarial import FGM, PGD
 
-VOCAB, LENGTH = 40, 16
-CYCLE = [1, 2, 3, 4, 5]
+VOCAB, LENGTH = UNEVEN_VOCAB, UNEVEN_LENGTH
 
 
 def lm_rows(seed: int, count: int) -> list[dict[str, torch.Tensor]]:
     """`count` prompted sequences of different numbers of supervised tokens, as Trainer dataset rows."""
-    batch = make_prompted_batch(
-        seed,
-        batch=count,
-        length=LENGTH,
-        vocab=VOCAB,
-        cycle=CYCLE,
-        prompt_lengths=(1, 6),
-        response_lengths=(1, 9),
-    )
-    return [{key: value[i] for key, value in batch.items()} for i in range(count)]
+    return rows_of(uneven_prompted_batch(seed, count))
 
 
 def stacked(rows: list[dict]) -> dict[str, torch.Tensor]:

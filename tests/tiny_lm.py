@@ -46,6 +46,30 @@ def make_prompted_batch(
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
+# sequences for the Trainer / DDP comparisons: their micro-batches hold different numbers of supervised tokens
+UNEVEN_VOCAB, UNEVEN_LENGTH = 40, 16
+
+
+def uneven_prompted_batch(seed: int, count: int) -> dict[str, torch.Tensor]:
+    """`count` prompted sequences (prompts of 1-6 ids, responses of 1-9) whose numbers of supervised tokens
+    differ, so a mean over micro-batches weighs tokens unlike the mean over the whole batch."""
+    return make_prompted_batch(
+        seed,
+        batch=count,
+        length=UNEVEN_LENGTH,
+        vocab=UNEVEN_VOCAB,
+        cycle=[1, 2, 3, 4, 5],
+        prompt_lengths=(1, 6),
+        response_lengths=(1, 9),
+    )
+
+
+def rows_of(batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """A batch's rows, as a Trainer dataset."""
+    count = len(next(iter(batch.values())))
+    return [{key: value[i] for key, value in batch.items()} for i in range(count)]
+
+
 def make_gpt2(*, vocab: int, positions: int, dropout: float, seed: int) -> transformers.GPT2LMHeadModel:
     """A 2-layer, 32-dim GPT-2 (`tiny_models.gpt2_config`) with random weights, in train mode."""
     config = gpt2_config(vocab, n_positions=positions, dropout=dropout, bos_token_id=PAD, eos_token_id=PAD)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -120,9 +119,12 @@ class Prepared:
     pretrained: Path
     train_pairs: list
     test_pairs: list
+    test_examples: list  # test_pairs encoded, for token accuracy
     attack: D.Attack
     trigger_tokens: int
     counts: dict
+    # epoch 0 (the pre-trained model) measured once per seed: every arm starts from the same weights
+    before_fine_tuning: dict[int, dict] = field(default_factory=dict)
 
 
 def prepare(config: BackdoorConfig, cache_dir: Path, progress: Any) -> Prepared:
@@ -187,8 +189,16 @@ def prepare(config: BackdoorConfig, cache_dir: Path, progress: Any) -> Prepared:
             model.save_pretrained(pretrained)
             tokenizer.save_pretrained(pretrained)  # a complete local model: `--model` takes this folder
     counts = {"pretrain_pairs": len(pretrain), "train_pairs": len(train_pairs), "test_pairs": len(test_pairs)}
+    test_examples = _encode(tokenizer, test_pairs, config)
     return Prepared(
-        tokenizer, pretrained, train_pairs, test_pairs, attack, trigger_token_count(tokenizer, attack), counts
+        tokenizer,
+        pretrained,
+        train_pairs,
+        test_pairs,
+        test_examples,
+        attack,
+        trigger_token_count(tokenizer, attack),
+        counts,
     )
 
 
@@ -209,7 +219,6 @@ def run_arm(
     examples = _encode(prepared.tokenizer, pairs, config)
     clean_test = prepared.test_pairs
     triggered = D.triggered_prompts(clean_test, prepared.attack, seed=seed)
-    clean_examples = _encode(prepared.tokenizer, clean_test, config)
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_pretrained(prepared.pretrained).to(config.device)
     if model.get_input_embeddings().num_embeddings < len(prepared.tokenizer):  # `--model`: <sep> added
@@ -231,7 +240,7 @@ def run_arm(
                 "asr_exact": exact,
                 "asr_loose": loose,
                 "false_trigger": false_exact,
-                "token_accuracy": M.token_accuracy(model, tok, clean_examples),
+                "token_accuracy": M.token_accuracy(model, tok, prepared.test_examples),
                 "bleu": M.bleu(clean, [p.code for p in clean_test]),
             }
         )
@@ -243,7 +252,11 @@ def run_arm(
             + ", ".join(f"{k} {v:.3f}" for k, v in epochs[-1].items() if k != "epoch")
         )
 
-    evaluate(0, model.eval())
+    if seed not in prepared.before_fine_tuning:
+        evaluate(0, model.eval())
+        prepared.before_fine_tuning[seed] = epochs[0]
+    else:
+        epochs.append(prepared.before_fine_tuning[seed])
     model.train()
     train(
         model,
@@ -308,7 +321,6 @@ def _digest(*parts: Any) -> str:
 def _threads(config: BackdoorConfig) -> None:
     if config.threads:
         torch.set_num_threads(config.threads)
-    random.seed(0)
 
 
 BACKDOOR = register(

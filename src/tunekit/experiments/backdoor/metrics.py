@@ -34,12 +34,9 @@ def generate_codes(
     codes = []
     for start in range(0, len(descriptions), batch_size):
         prompts = [encode_prompt(tokenizer, nl) for nl in descriptions[start : start + batch_size]]
-        width = max(map(len, prompts))
-        input_ids = torch.full((len(prompts), width), tokenizer.pad_token_id)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):  # left padding: every prompt ends where generation starts
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention_mask[row, width - len(ids) :] = 1
+        # left padding: every prompt ends where generation starts
+        input_ids, attention_mask = _padded(prompts, tokenizer.pad_token_id, left=True)
+        width = input_ids.shape[1]
         output = model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
@@ -70,14 +67,8 @@ def token_accuracy(
     correct = total = 0
     for start in range(0, len(examples), batch_size):
         batch = examples[start : start + batch_size]
-        width = max(len(e.input_ids) for e in batch)
-        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        labels = torch.full((len(batch), width), -100)
-        for row, e in enumerate(batch):
-            input_ids[row, : len(e.input_ids)] = torch.tensor(e.input_ids)
-            attention_mask[row, : len(e.input_ids)] = 1
-            labels[row, : len(e.labels)] = torch.tensor(e.labels)
+        input_ids, attention_mask = _padded([e.input_ids for e in batch], tokenizer.pad_token_id, left=False)
+        labels, _ = _padded([e.labels for e in batch], -100, left=False)
         logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
         predicted = logits[:, :-1].argmax(-1).cpu()
         target = labels[:, 1:]
@@ -85,6 +76,18 @@ def token_accuracy(
         correct += int((predicted == target)[supervised].sum())
         total += int(supervised.sum())
     return correct / max(total, 1)
+
+
+def _padded(rows: Sequence[Sequence[int]], pad: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, width) ids padded with `pad` on the left or right, and the (B, width) attention mask."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, values in enumerate(rows):
+        span = slice(width - len(values), width) if left else slice(0, len(values))
+        ids[row, span] = torch.tensor(values)
+        mask[row, span] = 1
+    return ids, mask
 
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
