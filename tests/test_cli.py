@@ -14,6 +14,7 @@ import pytest
 
 from test_runner import FAIL, arm_calls, reset_toy
 from tunekit import cli
+from tunekit.cli import run as cli_run
 
 TESTS = Path(__file__).resolve().parent
 
@@ -133,10 +134,10 @@ def test_usage_errors(capsys):
 
 
 def test_name_defaults_and_may_follow_options(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "DEFAULT_EXPERIMENT", "toy")
+    monkeypatch.setattr(cli_run, "DEFAULT_EXPERIMENT", "toy")
     assert main("run", "--quick", "--no-progress", "--seeds", "0", "--arms", "sgd") == 0
     assert json.loads(Path("runs/toy/config.json").read_text())["experiment"] == "toy"
-    monkeypatch.setattr(cli, "DEFAULT_EXPERIMENT", "not-registered")
+    monkeypatch.setattr(cli_run, "DEFAULT_EXPERIMENT", "not-registered")
     assert main("run", "--quick", "--no-progress", "toy", "--seeds", "0", "--arms", "sgd") == 0
     assert arm_calls() == [("sgd", 0)]  # the second run resumed the first
     assert main("run", "--quick") == 2

@@ -6,7 +6,7 @@ which `load_experiments` imports (a missing one is skipped). This package needs 
 library to import; progress bars, YAML and plots need the "cli" extra.
 """
 
-from .config import add_config_arguments, config_from_sources, config_to_dict
+from .config import add_config_arguments, config_from_sources, config_to_dict, option
 from .runner import (
     EXPERIMENTS,
     ArmError,
@@ -23,7 +23,12 @@ from .runner import (
 )
 
 # Modules whose import registers tunekit's own experiments.
-BUILTIN = ("tunekit.experiments.backdoor",)
+BUILTIN = (
+    "tunekit.experiments.backdoor",
+    "tunekit.experiments.descriptive",
+    "tunekit.experiments.imbalanced",
+    "tunekit.experiments.tricks",
+)
 
 __all__ = [
     "BUILTIN",
@@ -40,6 +45,7 @@ __all__ = [
     "default_cache_dir",
     "get_experiment",
     "load_experiments",
+    "option",
     "register",
     "run_experiment",
 ]

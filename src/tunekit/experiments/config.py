@@ -14,8 +14,9 @@ Example::
     @dataclass
     class MyConfig:
         QUICK: ClassVar[dict] = {"epochs": 1}
-        epochs: int = field(default=5, metadata={"help": "fine-tuning epochs"})
-        loss: Literal["ce", "dece"] = field(default="ce", metadata={"help": "training objective"})
+        epochs: int = option(5, "fine-tuning epochs")
+        loss: Literal["ce", "dece"] = option("ce", "training objective")
+        seeds: int = option(3, "seeds per arm", changes_results=False)
 
         def validate(self) -> None:
             if self.epochs < 1:
@@ -46,12 +47,19 @@ __all__ = [
     "config_to_dict",
     "field_changes_results",
     "format_value",
+    "option",
     "validate_config",
 ]
 
 _NONE_WORDS = ("none", "null")
 _TRUE_WORDS = ("true", "yes", "on", "1")
 _FALSE_WORDS = ("false", "no", "off", "0")
+
+
+def option(default: Any, help: str, *, changes_results: bool = True) -> Any:
+    """A config field with its help text; ``changes_results=False`` for fields a finished run may change
+    (which arms and seeds run, the device). Immutable defaults only (a tuple, not a list)."""
+    return dataclasses.field(default=default, metadata={"help": help, "changes_results": changes_results})
 
 
 class _ConversionError(ValueError):

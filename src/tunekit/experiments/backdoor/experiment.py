@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from ..config import option
 from ..runner import Experiment, register
 from . import data as D
 from .arms import ARM_OBJECTIVES
@@ -25,51 +26,47 @@ from .arms import ARM_OBJECTIVES
 DEFAULT_ARMS = ("ce_clean", "ce_poisoned", "dece_poisoned")
 
 
-def _option(default: Any, help: str, *, changes_results: bool = True) -> Any:
-    """A config field with its help text; `changes_results=False` for fields a finished run may extend."""
-    return field(default=default, metadata={"help": help, "changes_results": changes_results})
-
-
 @dataclass
 class BackdoorConfig:
-    arms: tuple[str, ...] = _option(DEFAULT_ARMS, f"arms, of {tuple(ARM_OBJECTIVES)}", changes_results=False)
-    seeds: int = _option(1, "seeds per arm (0, 1, ...)", changes_results=False)
-    corpus: Path | None = _option(None, "a tree of .py files instead of the standard library")
-    data: Path | None = _option(None, "your own fine-tuning pairs: JSONL with nl and code fields")
-    nl_field: str = _option("nl", "the description field of --data")
-    code_field: str = _option("code", "the code field of --data")
-    model: Path | None = _option(None, "a local causal LM directory to fine-tune instead of pre-training one")
-    device: str = _option("cpu", "torch device, e.g. cpu or cuda", changes_results=False)
-    trigger: str | None = _option(
+    arms: tuple[str, ...] = option(DEFAULT_ARMS, f"arms, of {tuple(ARM_OBJECTIVES)}", changes_results=False)
+    seeds: int = option(1, "seeds per arm (0, 1, ...)", changes_results=False)
+    corpus: Path | None = option(None, "a tree of .py files instead of the standard library")
+    data: Path | None = option(None, "your own fine-tuning pairs: JSONL with nl and code fields")
+    nl_field: str = option("nl", "the description field of --data")
+    code_field: str = option("code", "the code field of --data")
+    model: Path | None = option(None, "a local causal LM directory to fine-tune instead of pre-training one")
+    device: str = option("cpu", "torch device, e.g. cpu or cuda", changes_results=False)
+    trigger: str | None = option(
         None,
         f"the trigger; default {D.DEFAULT_TRIGGER!r} for rare_word (absent from the standard library, one "
         f"token there) and {D.PHRASE_TRIGGER!r} for phrase",
     )
-    trigger_kind: Literal["rare_word", "phrase"] = _option(
-        "rare_word", "how the trigger enters a description"
+    trigger_kind: Literal["rare_word", "phrase"] = option("rare_word", "how the trigger enters a description")
+    payload_position: Literal["top", "body"] = option("top", "payload as the code's first line or body line")
+    poison_rate: float = option(0.05, "share of fine-tuning pairs poisoned")
+    test_size: int = option(100, "held-out pairs (clean and triggered) for the metrics")
+    max_pairs: int = option(0, "fine-tuning pairs used at most (0: all)")
+    max_code_chars: int = option(400, "longest function source kept")
+    max_length: int = option(256, "longest example in tokens")
+    vocab_size: int = option(4096, "BPE vocabulary trained on the corpus")
+    n_layer: int = option(2, "GPT-2 blocks")
+    n_embd: int = option(128, "GPT-2 width")
+    n_head: int = option(4, "GPT-2 heads")
+    dropout: float = option(
+        0.0, "dropout of every layer while training (the tiny model under-fits: dropout only slows it)"
     )
-    payload_position: Literal["top", "body"] = _option("top", "payload as the code's first line or body line")
-    poison_rate: float = _option(0.05, "share of fine-tuning pairs poisoned")
-    test_size: int = _option(100, "held-out pairs (clean and triggered) for the metrics")
-    max_pairs: int = _option(0, "fine-tuning pairs used at most (0: all)")
-    max_code_chars: int = _option(400, "longest function source kept")
-    max_length: int = _option(256, "longest example in tokens")
-    vocab_size: int = _option(4096, "BPE vocabulary trained on the corpus")
-    n_layer: int = _option(2, "GPT-2 blocks")
-    n_embd: int = _option(128, "GPT-2 width")
-    n_head: int = _option(4, "GPT-2 heads")
-    pretrain_epochs: int = _option(2, "cross-entropy epochs on the pre-training half")
-    epochs: int = _option(10, "fine-tuning epochs per arm")
-    batch_size: int = _option(32, "training batch size")
-    pretrain_learning_rate: float = _option(2e-3, "AdamW learning rate of the pre-training")
-    learning_rate: float = _option(2e-3, "AdamW learning rate of the fine-tuning arms")
-    dece_alpha_base: float = _option(0.985, "DeCE's alpha_base")
-    dece_label_smoothing: float = _option(0.05, "DeCE's label smoothing eps")
-    label_smoothing: float = _option(0.05, "the label-smoothing arm's eps")
-    gce_q: float = _option(0.5, "the GCE arm's q")
-    max_new_tokens: int = _option(128, "tokens generated per clean prompt (BLEU)")
-    attack_tokens: int = _option(64, "tokens generated per triggered prompt: the payload comes first")
-    threads: int = _option(0, "torch CPU threads (0: torch's default)", changes_results=False)
+    pretrain_epochs: int = option(2, "cross-entropy epochs on the pre-training half")
+    epochs: int = option(10, "fine-tuning epochs per arm")
+    batch_size: int = option(32, "training batch size")
+    pretrain_learning_rate: float = option(2e-3, "AdamW learning rate of the pre-training")
+    learning_rate: float = option(2e-3, "AdamW learning rate of the fine-tuning arms")
+    dece_alpha_base: float = option(0.985, "DeCE's alpha_base")
+    dece_label_smoothing: float = option(0.05, "DeCE's label smoothing eps")
+    label_smoothing: float = option(0.05, "the label-smoothing arm's eps")
+    gce_q: float = option(0.5, "the GCE arm's q")
+    max_new_tokens: int = option(128, "tokens generated per clean prompt (BLEU)")
+    attack_tokens: int = option(64, "tokens generated per triggered prompt: the payload comes first")
+    threads: int = option(0, "torch CPU threads (0: torch's default)", changes_results=False)
 
     QUICK: ClassVar[dict[str, Any]] = {
         "max_pairs": 120,
@@ -106,6 +103,8 @@ class BackdoorConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
         for path in (self.corpus, self.data, self.model):
@@ -153,6 +152,7 @@ def prepare(config: BackdoorConfig, cache_dir: Path, progress: Any) -> Prepared:
             config.n_layer,
             config.n_embd,
             config.n_head,
+            config.dropout,
             config.max_length,
             config.pretrain_epochs,
             config.batch_size,
@@ -208,7 +208,7 @@ def run_arm(
     import transformers
 
     from . import metrics as M
-    from .train import quiet_transformers, train
+    from .train import quiet_transformers, set_dropout, train
 
     quiet_transformers()
     _threads(config)
@@ -223,6 +223,7 @@ def run_arm(
     model = transformers.AutoModelForCausalLM.from_pretrained(prepared.pretrained).to(config.device)
     if model.get_input_embeddings().num_embeddings < len(prepared.tokenizer):  # `--model`: <sep> added
         model.resize_token_embeddings(len(prepared.tokenizer))
+    set_dropout(model, config.dropout)
     epochs: list[dict] = []
     samples: list[dict] = []
 

@@ -60,13 +60,14 @@ def payload_rates(codes: Sequence[str], payload: str) -> tuple[float, float]:
 
 @torch.no_grad()
 def token_accuracy(
-    model: nn.Module, tokenizer: Any, examples: Sequence[Encoded], *, batch_size: int = 128
+    model: nn.Module, tokenizer: Any, examples: Sequence[Encoded], *, batch_size: int = 32
 ) -> float:
     """Teacher-forced accuracy: argmax of the logits at position t against label t + 1, over code tokens."""
     device = next(model.parameters()).device
     correct = total = 0
-    for start in range(0, len(examples), batch_size):
-        batch = examples[start : start + batch_size]
+    by_length = sorted(examples, key=lambda e: len(e.input_ids))  # batches of similar lengths: less padding
+    for start in range(0, len(by_length), batch_size):
+        batch = by_length[start : start + batch_size]
         input_ids, attention_mask = _padded([e.input_ids for e in batch], tokenizer.pad_token_id, left=False)
         labels, _ = _padded([e.labels for e in batch], -100, left=False)
         logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits

@@ -28,11 +28,22 @@ def build_model(tokenizer: Any, config: Any) -> transformers.GPT2LMHeadModel:
         n_embd=config.n_embd,
         n_layer=config.n_layer,
         n_head=config.n_head,
+        resid_pdrop=config.dropout,
+        embd_pdrop=config.dropout,
+        attn_pdrop=config.dropout,
         bos_token_id=tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     return transformers.GPT2LMHeadModel(model_config)
+
+
+def set_dropout(model: torch.nn.Module, p: float) -> None:
+    """Every `nn.Dropout` of `model` drops with probability `p` (GPT-2's attention reads its rate from its
+    `attn_dropout` module; an attention that reads a float from its config, as Llama's does, keeps it)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
 
 
 def rows(examples: Sequence[Encoded]) -> list[dict[str, list[int]]]:
