@@ -25,12 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
 from harness import median_times, peak_memory, peak_memory_here  # noqa: E402
-from reference import ref_cross_entropy, ref_dece_loss, ref_smile_loss  # noqa: E402
+from reference import ref_cross_entropy, ref_dece_loss, ref_gce_loss, ref_smile_loss  # noqa: E402
 from tunekit.losses import (  # noqa: E402
     cross_entropy,
     dece_loss,
+    gce_loss,
     linear_cross_entropy,
     linear_dece_loss,
+    linear_gce_loss,
     linear_smile_loss,
     smile_loss,
 )
@@ -50,12 +52,14 @@ LOGITS_CASES: dict[str, tuple[Callable, float]] = {
     ),
     "tunekit dece": (lambda x, t: dece_loss(x, t, 1), 2.2),
     "tunekit smile": (lambda x, t: smile_loss(*_sequences(x, t)), 2.2),
+    "tunekit gce": (lambda x, t: gce_loss(x, t), 2.2),
     f"naive cross_entropy ls={SMOOTHING}": (
         lambda x, t: ref_cross_entropy(x, t, label_smoothing=SMOOTHING),
         5,
     ),
     "naive dece": (lambda x, t: ref_dece_loss(x, t, 1), 9),
     "naive smile": (lambda x, t: ref_smile_loss(*_sequences(x, t)), 6),
+    "naive gce": (lambda x, t: ref_gce_loss(x, t), 9),
 }
 # loss(hidden (T, H), weight (V, H), target (T,)) -> scalar
 FUSED_CASES: dict[str, tuple[Callable, float]] = {
@@ -65,17 +69,21 @@ FUSED_CASES: dict[str, tuple[Callable, float]] = {
     "fused linear_dece_loss": (lambda h, w, t: linear_dece_loss(h, w, t, 1), 0.3),
     "hidden @ W.T + smile_loss": (lambda h, w, t: smile_loss(*_sequences(h @ w.T, t)), 3.2),
     "fused linear_smile_loss": (lambda h, w, t: linear_smile_loss(*_sequences(h, t, weight=w)), 0.3),
+    "hidden @ W.T + gce_loss": (lambda h, w, t: gce_loss(h @ w.T, t), 3.2),
+    "fused linear_gce_loss": (lambda h, w, t: linear_gce_loss(h, w, t), 0.3),
 }
 # (case, reference) pairs whose ratios the table reports
 LOGITS_RATIOS = {
     f"tunekit cross_entropy ls={SMOOTHING}": f"naive cross_entropy ls={SMOOTHING}",
     "tunekit dece": "naive dece",
     "tunekit smile": "naive smile",
+    "tunekit gce": "naive gce",
 }
 FUSED_RATIOS = {
     "fused linear_cross_entropy": "hidden @ W.T + F.cross_entropy",
     "fused linear_dece_loss": "hidden @ W.T + dece_loss",
     "fused linear_smile_loss": "hidden @ W.T + smile_loss",
+    "fused linear_gce_loss": "hidden @ W.T + gce_loss",
 }
 
 

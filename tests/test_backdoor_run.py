@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
+from tiny_lm import make_gpt2
 from tunekit import cli
 from tunekit.experiments.backdoor import train as backdoor_train
 
@@ -91,6 +93,7 @@ def test_an_interrupted_run_resumes_without_redoing_finished_arms(cache, tmp_pat
     [
         (["--arms", "ce_clean,nope"], "arms"),
         (["--poison-rate", "1.5"], "poison_rate"),
+        (["--dropout", "1"], "dropout must be in [0, 1), got 1.0"),
         (["--epochs", "two"], "epochs"),
         (["--payload-position", "middle"], "payload"),
         (["--data", "missing.jsonl"], "missing.jsonl"),
@@ -122,3 +125,12 @@ def test_a_local_model_directory_is_fine_tuned_instead_of_pre_training_one(quick
     assert not (tmp_path / "c" / "backdoor").exists() or not list(
         (tmp_path / "c").glob("backdoor/*/pretrained")
     )
+
+
+def test_set_dropout_switches_off_every_dropout_of_a_gpt2():
+    model = make_gpt2(vocab=50, positions=16, dropout=0.3, seed=0)  # in train mode
+    ids = torch.arange(16).reshape(2, 8)
+    assert not torch.equal(model(ids).logits, model(ids).logits)  # dropout draws differ
+    backdoor_train.set_dropout(model, 0.0)
+    assert torch.equal(model(ids).logits, model(ids).logits)
+    assert torch.equal(model(ids).logits, model.eval()(ids).logits)

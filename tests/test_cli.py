@@ -129,8 +129,8 @@ def test_usage_errors(capsys):
     assert "tunekit: error: unknown experiment 'nope'; available: " in capsys.readouterr().err
     assert main() == 2
     assert "usage: tunekit" in capsys.readouterr().err
-    assert main("train") == 2  # not a command (yet)
-    assert "invalid choice: 'train'" in capsys.readouterr().err
+    assert main("fit") == 2
+    assert "invalid choice: 'fit' (choose from 'run', 'train', 'decode')" in capsys.readouterr().err
 
 
 def test_name_defaults_and_may_follow_options(monkeypatch, capsys):

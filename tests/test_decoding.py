@@ -28,6 +28,7 @@ from tunekit.hf.decoding import (
     format_comparison,
     format_steps,
     format_token_log_probs,
+    score_continuation,
     score_generated,
     sequence_log_prob,
     token_log_probs,
@@ -253,6 +254,55 @@ def test_eos_ends_the_continuation(model, tokenizer):
     assert result.token_ids == expected_ids and result.finished
     assert len(result.steps) == len(result.token_log_probs) == len(expected_ids) <= 2
     assert result.token_log_probs == pytest.approx(free.token_log_probs[: len(expected_ids)], abs=ATOL)
+
+
+# --- a given continuation ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", MODELS, indirect=True)
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_scoring_a_generated_continuation_reproduces_decode(model, tokenizer, strategy):
+    """Teacher forcing the tokens decode generated gives decode's log-probs and top-k steps."""
+    generated = decode(model, PROMPT, tokenizer, strategy=strategy, max_new_tokens=NEW, k=4)
+    given = score_continuation(model, PROMPT, list(generated.token_ids), tokenizer, k=4)
+    assert given.strategy.name == "given" and not given.generated and given.beam_score is None
+    assert given.token_ids == generated.token_ids and given.tokens == generated.tokens
+    assert given.text == generated.text and given.finished == generated.finished
+    assert given.token_log_probs == pytest.approx(generated.token_log_probs, abs=ATOL)
+    for mine, theirs in zip(given.steps, generated.steps, strict=True):
+        assert mine.step == theirs.step and mine.chosen.token_id == theirs.chosen.token_id
+        assert mine.chosen.prob == pytest.approx(theirs.chosen.prob, abs=ATOL)
+        assert [c.prob for c in mine.top] == pytest.approx([c.prob for c in theirs.top], abs=ATOL)
+
+
+@pytest.mark.parametrize("model", MODELS, indirect=True)
+def test_scoring_text_against_a_manual_forward(model, tokenizer):
+    text = " the list of values"
+    given = score_continuation(model, PROMPT, text, tokenizer, k=3)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]  # the tiny BPE adds no special tokens
+    assert list(given.token_ids) == ids and given.text == text
+    prompt = tokenizer(PROMPT)["input_ids"]
+    for t, step in enumerate(given.steps):
+        probs = manual_next_probs(model, prompt, ids[:t])
+        assert step.chosen.prob == pytest.approx(float(probs[ids[t]]), abs=ATOL)
+        assert [c.token_id for c in step.top] == probs.topk(3).indices.tolist()
+        assert [c.prob for c in step.top] == pytest.approx(probs.topk(3).values.tolist(), abs=ATOL)
+    expected = float(sequence_log_prob(model, prompt, ids))
+    assert given.sum_log_prob == pytest.approx(expected, abs=1e-4)
+    assert not given.finished and "(no eos)" in format_token_log_probs(given)
+    ended = score_continuation(model, PROMPT, [*ids, 0], tokenizer)  # id 0 is the EOS of both models
+    assert ended.finished and "(eos)" in format_token_log_probs(ended)
+
+
+def test_score_continuation_rejects_bad_arguments(gpt2, tokenizer):
+    with pytest.raises(ValueError, match="a text continuation needs a tokenizer"):
+        score_continuation(gpt2, [1, 2], "the")
+    with pytest.raises(ValueError, match="the continuation is empty"):
+        score_continuation(gpt2, PROMPT, "", tokenizer)
+    with pytest.raises(ValueError, match=r"one continuation at a time: got ids of shape \(2, 1\)"):
+        score_continuation(gpt2, PROMPT, [[1], [2]], tokenizer)
+    with pytest.raises(ValueError, match="k must be a positive integer, got 0"):
+        score_continuation(gpt2, PROMPT, [1], tokenizer, k=0)
 
 
 # --- strategies -----------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import transformers
 
 from tiny_models import bert_config, t5_config, tiny_config
 from tunekit.hf.pooled_classifier import PooledClassifier, encoder_hidden_size
+from tunekit.tricks.adversarial import FGM
 from tunekit.tricks.pooling import (
     POOLING_KINDS,
     AttentionPooling,
@@ -482,6 +483,12 @@ def test_from_config_and_from_pretrained(tmp_path):
     assert not any(name.startswith("decoder") for name, _ in model.named_parameters())
     batch = make_batch("t5", seed=6)
     assert model(batch["input_ids"], batch["attention_mask"]).logits.shape == (8, 2)
+
+
+def test_fgm_finds_the_encoders_token_embeddings():
+    model = PooledClassifier(bert_encoder(), 2)
+    assert model.get_input_embeddings() is model.encoder.embeddings.word_embeddings
+    assert FGM(model).param_names == ("encoder.embeddings.word_embeddings.weight",)
 
 
 def test_hidden_size_is_read_from_the_config():

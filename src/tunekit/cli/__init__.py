@@ -1,6 +1,8 @@
 """The ``tunekit`` command line (``python -m tunekit`` too).
 
     tunekit run [NAME] ...      run an experiment (`tunekit.cli.run`)
+    tunekit train ...           fine-tune a model on your own data (`tunekit.cli.train`)
+    tunekit decode MODEL_DIR ... show how a saved generation model decodes (`tunekit.cli.decode`)
 
 Each command is a module of this package with ``HELP`` (one line for ``tunekit --help``) and
 ``command(args) -> int``, imported only when it runs, so ``tunekit --help`` stays fast. User errors (a bad
@@ -24,6 +26,8 @@ __all__ = ["COMMANDS", "main"]
 # command -> the module that implements it
 COMMANDS = {
     "run": "tunekit.cli.run",
+    "train": "tunekit.cli.train",
+    "decode": "tunekit.cli.decode",
 }
 
 

@@ -93,8 +93,6 @@ class Experiment:
         name: the command-line name (lower case, digits, ``-`` and ``_``).
         summary: one line for ``tunekit run --list`` and the report's title.
         config_class: a dataclass of its options (see `tunekit.experiments.config`).
-        arms: config -> the arm names, in report order (letters, digits and ``._+=-``; they name folders).
-        seeds: config -> the seeds (non-negative integers); every arm runs once per seed.
         prepare: ``(config, cache_dir, progress) -> prepared``: the work all arms share (data, a tokenizer,
             a pre-trained model), cached by the experiment under ``cache_dir`` (shared by all experiments:
             use a subfolder). Called once per run, and not at all when every arm x seed is already finished.
@@ -106,16 +104,20 @@ class Experiment:
             and samples into ``report_dir``; if it writes ``report.md`` there, the runner keeps that as the
             report's body between a title with the verdict and a section on how the run was made (otherwise
             a table of the results' numeric fields, mean ± sd over seeds, is the body).
+        arms: config -> the arm names, in report order (letters, digits and ``._+=-``; they name folders);
+            default the config's ``arms`` field.
+        seeds: config -> the seeds (non-negative integers); every arm runs once per seed; default
+            ``0 .. config.seeds - 1``.
     """
 
     name: str
     summary: str
     config_class: type
-    arms: Callable[[Any], list[str]]
-    seeds: Callable[[Any], list[int]]
     prepare: Callable[[Any, Path, Progress], Any]
     run_arm: Callable[[Any, Any, str, int, Path, Progress], dict]
     report: Callable[[Any, list[ArmResult], Path], str]
+    arms: Callable[[Any], list[str]] = lambda config: list(config.arms)
+    seeds: Callable[[Any], list[int]] = lambda config: list(range(config.seeds))
 
 
 @dataclass(frozen=True)

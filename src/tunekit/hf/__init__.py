@@ -17,6 +17,7 @@ from .decoding import (
     format_comparison,
     format_steps,
     format_token_log_probs,
+    score_continuation,
     sequence_log_prob,
     token_log_probs,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "format_steps",
     "format_token_log_probs",
     "rdrop_loss_func",
+    "score_continuation",
     "sequence_log_prob",
     "token_log_probs",
     "tokenize_windows",

@@ -15,7 +15,8 @@ generated tokens are always the model's::
     log_probs = model.compute_transition_scores(sequences, output.logits, beam_indices, normalize_logits=True)
     # log_probs[i, t] = log_softmax(output.logits[t])[beam_indices[i, t], sequences[i, start + t]]
 
-and `token_log_probs` recomputes them from one teacher-forced forward pass, as an independent check. A
+and `token_log_probs` recomputes them from one teacher-forced forward pass, as an independent check;
+`score_continuation` reports a given continuation from that pass as `decode` reports a generated one. A
 sequence's generated tokens end at its first EOS, which is included; the padding generate puts after it is
 not reported. Beam search returns ``sequences_scores = sum_t processed_log_prob_t / num_tokens **
 length_penalty``: with no processor active (the default), the model's sum divided by ``num_tokens **
@@ -57,6 +58,7 @@ __all__ = [
     "format_comparison",
     "format_steps",
     "format_token_log_probs",
+    "score_continuation",
     "score_generated",
     "sequence_log_prob",
     "token_log_probs",
@@ -174,6 +176,7 @@ class Decoded:
     finished: bool  # the continuation ended with an EOS token (not at max_new_tokens)
     beam_score: float | None
     steps: tuple[Step, ...]
+    generated: bool = True  # False: a given continuation, scored by `score_continuation`
 
     @property
     def num_tokens(self) -> int:
@@ -377,19 +380,7 @@ def token_log_probs(
     mask = _attention_mask("prompt_attention_mask", prompt_attention_mask, prompt)
     device = model.device
     prompt, continuation, mask = prompt.to(device), continuation.to(device), mask.to(device)
-    T = prompt.shape[1]
-    with _eval_mode(model), torch.no_grad():
-        if model.config.is_encoder_decoder:
-            start = _decoder_start(model)
-            decoder_input = torch.cat([torch.full_like(continuation[:, :1], start), continuation[:, :-1]], 1)
-            logits = model(input_ids=prompt, attention_mask=mask, decoder_input_ids=decoder_input).logits
-        else:
-            ids = torch.cat([prompt, continuation], 1)  # [B, T + N]
-            full_mask = torch.cat([mask, torch.ones_like(continuation)], 1)
-            kwargs = {}
-            if "position_ids" in inspect.signature(model.forward).parameters:
-                kwargs["position_ids"] = (full_mask.cumsum(-1) - 1).masked_fill(full_mask == 0, 0)
-            logits = model(input_ids=ids, attention_mask=full_mask, **kwargs).logits[:, T - 1 : -1]
+    logits = _teacher_forced_logits(model, prompt, continuation, mask)  # [B, N, V]
     # [B, N, V] -> [B, N]
     log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, continuation.unsqueeze(-1)).squeeze(-1)
     return log_probs[0] if squeeze else log_probs
@@ -405,6 +396,92 @@ def sequence_log_prob(
     """``token_log_probs(...).sum(-1)``: the log-probability of the whole continuation, (B,) or a scalar."""
     mask = prompt_attention_mask
     return token_log_probs(model, prompt_ids, continuation_ids, prompt_attention_mask=mask).sum(-1)
+
+
+def score_continuation(
+    model: nn.Module, prompt: Any, continuation: Any, tokenizer: Any = None, *, k: int = 5
+) -> Decoded:
+    """Score a given continuation of one prompt by teacher forcing, as `decode` reports a generated one.
+
+    The result's ``token_log_probs`` are `token_log_probs` of the continuation, and step t holds the given
+    token with its model probability and the k most probable tokens at that position (what the model
+    would rather have said), all from one forward pass::
+
+        probs_t = softmax(logits_t)   # logits_t: the model's output for continuation[t] (see token_log_probs)
+
+    The strategy is ``Strategy("given")``, the distribution "model", ``generated`` is False and
+    ``finished`` says whether the last token is an EOS (the model's generation config, else the tokenizer's).
+
+    Args:
+        prompt: as in `decode` (text, ids of shape (T,) or (1, T), or a tokenizer's output).
+        continuation: text (needs ``tokenizer``) or ids of shape (N,) or (1, N), N >= 1. Text is tokenized
+            as a causal LM sees it after the prompt (no special tokens added), and as an encoder-decoder's
+            target (``tokenizer(text_target=...)``: with the special tokens its training labels have,
+            e.g. T5's closing ``</s>``).
+        k: candidates per step (at most the vocabulary size).
+
+    Example::
+
+        >>> import torch, transformers
+        >>> _ = torch.manual_seed(0)
+        >>> config = transformers.GPT2Config(vocab_size=40, n_positions=16, n_embd=8, n_layer=1, n_head=2)
+        >>> model = transformers.GPT2LMHeadModel(config)
+        >>> given = score_continuation(model, [1, 2, 3], [4, 5], k=3)
+        >>> given.token_ids, len(given.steps[0].top), given.generated
+        ((4, 5), 3, False)
+        >>> abs(given.sum_log_prob - float(sequence_log_prob(model, [1, 2, 3], [4, 5]))) < 1e-5
+        True
+    """
+    model = _check_model(model)
+    check_positive_int("k", k)
+    input_ids, attention_mask = _encode_prompt(model, prompt, tokenizer)
+    if isinstance(continuation, str):
+        if tokenizer is None:
+            raise ValueError("a text continuation needs a tokenizer")
+        if model.config.is_encoder_decoder:
+            continuation = tokenizer(text_target=continuation)["input_ids"]
+        else:
+            continuation = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        if not continuation:
+            raise ValueError("the continuation is empty: it has no tokens")
+    ids = _as_ids("continuation", continuation, model.config.get_text_config().vocab_size)
+    if ids.shape[0] != 1:
+        raise ValueError(f"one continuation at a time: got ids of shape {tuple(ids.shape)}")
+    ids = ids.to(input_ids.device)
+    logits = _teacher_forced_logits(model, input_ids, ids, attention_mask)[0]  # [N, V]
+    log_probs = torch.log_softmax(logits.float(), dim=-1)  # [N, V]
+    token_ids = ids[0].tolist()
+    given = log_probs.gather(-1, ids[0].unsqueeze(-1)).squeeze(-1)  # [N]
+    top = log_probs.topk(min(k, log_probs.shape[-1]), dim=-1)  # [N, k]
+    steps = tuple(
+        Step(
+            step=t + 1,
+            chosen=Candidate(token, _token_string(tokenizer, token), math.exp(float(given[t]))),
+            top=tuple(
+                Candidate(i, _token_string(tokenizer, i), math.exp(p))
+                for i, p in zip(top.indices[t].tolist(), top.values[t].tolist(), strict=True)
+            ),
+        )
+        for t, token in enumerate(token_ids)
+    )
+    eos_ids = _id_list(model.generation_config.eos_token_id)
+    if not eos_ids:
+        eos_ids = _id_list(getattr(tokenizer, "eos_token_id", None))
+    prompt_ids = input_ids[0].tolist()
+    return Decoded(
+        strategy=Strategy("given"),
+        distribution="model",
+        prompt_ids=tuple(prompt_ids),
+        prompt_text=prompt if isinstance(prompt, str) else _text(tokenizer, prompt_ids, skip=False),
+        token_ids=tuple(token_ids),
+        tokens=tuple(_token_string(tokenizer, i) for i in token_ids),
+        text=_text(tokenizer, token_ids, skip=True),
+        token_log_probs=tuple(given.tolist()),
+        finished=token_ids[-1] in eos_ids,
+        beam_score=None,
+        steps=steps,
+        generated=False,
+    )
 
 
 def format_steps(decoded: Decoded, *, markdown: bool = False) -> str:
@@ -431,9 +508,10 @@ def format_token_log_probs(decoded: Decoded, *, markdown: bool = False) -> str:
             zip(decoded.tokens, decoded.token_ids, decoded.token_log_probs, strict=True)
         )
     ]
+    ending = "eos" if decoded.finished else "max_new_tokens" if decoded.generated else "no eos"
     summary = (
         f"sum log p {decoded.sum_log_prob:.4f}, mean {decoded.mean_log_prob:.4f} "
-        f"over {decoded.num_tokens} tokens ({'eos' if decoded.finished else 'max_new_tokens'})"
+        f"over {decoded.num_tokens} tokens ({ending})"
     )
     if decoded.beam_score is not None:
         summary += f", beam score {decoded.beam_score:.4f}"
@@ -508,6 +586,23 @@ def _generate_kwargs(model: nn.Module, tokenizer: Any, strategy: Strategy) -> di
         if pad is not None:
             kwargs["pad_token_id"] = pad
     return kwargs
+
+
+def _teacher_forced_logits(model: nn.Module, prompt: Tensor, continuation: Tensor, mask: Tensor) -> Tensor:
+    """The model's logits [B, N, V] for each continuation token given the prompt [B, T] (attention mask
+    [B, T]) and the continuation before it [B, N], in eval mode without gradients (see `token_log_probs`)."""
+    T = prompt.shape[1]
+    with _eval_mode(model), torch.no_grad():
+        if model.config.is_encoder_decoder:
+            start = _decoder_start(model)
+            decoder_input = torch.cat([torch.full_like(continuation[:, :1], start), continuation[:, :-1]], 1)
+            return model(input_ids=prompt, attention_mask=mask, decoder_input_ids=decoder_input).logits
+        ids = torch.cat([prompt, continuation], 1)  # [B, T + N]
+        full_mask = torch.cat([mask, torch.ones_like(continuation)], 1)
+        kwargs = {}
+        if "position_ids" in inspect.signature(model.forward).parameters:
+            kwargs["position_ids"] = (full_mask.cumsum(-1) - 1).masked_fill(full_mask == 0, 0)
+        return model(input_ids=ids, attention_mask=full_mask, **kwargs).logits[:, T - 1 : -1]
 
 
 def _decoder_start(model: nn.Module) -> int:

@@ -169,6 +169,10 @@ class PooledClassifier(nn.Module):
         encoder = AutoModel.from_pretrained(path, **(encoder_kwargs or {}))
         return cls(_encoder_only(encoder), num_labels, **kwargs)
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The encoder's token embeddings (what FGM / PGD perturb, as on any Hugging Face model)."""
+        return self.encoder.get_input_embeddings()
+
     def forward(
         self,
         input_ids: Tensor | None = None,

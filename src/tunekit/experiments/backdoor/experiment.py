@@ -8,14 +8,13 @@ triggered held-out prompts, the false-trigger rate and the clean quality (token 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
 
+from ..common import cache_key, use_threads
 from ..config import option
 from ..runner import Experiment, register
 from . import data as D
@@ -127,11 +126,11 @@ class Prepared:
 
 
 def prepare(config: BackdoorConfig, cache_dir: Path, progress: Any) -> Prepared:
-    from .tokenizer import load_tokenizer, save_tokenizer, train_tokenizer, trigger_token_count
+    from .tokenizer import encode_pairs, load_tokenizer, save_tokenizer, train_tokenizer, trigger_token_count
     from .train import build_model, quiet_transformers, train
 
     quiet_transformers()
-    _threads(config)
+    use_threads(config.threads)
     attack = D.Attack(trigger=_trigger(config), kind=config.trigger_kind, position=config.payload_position)
     by_module = D.corpus_pairs(
         Path(config.corpus) if config.corpus else D.stdlib_root(), max_code_chars=config.max_code_chars
@@ -145,7 +144,7 @@ def prepare(config: BackdoorConfig, cache_dir: Path, progress: Any) -> Prepared:
         pretrain = pretrain[: config.max_pairs * 2]
     D.check_trigger_absent(train_pairs + test_pairs, attack)
 
-    key = _digest(
+    key = cache_key(
         [asdict(p) for p in pretrain + train_pairs + test_pairs],
         [
             config.vocab_size,
@@ -173,7 +172,7 @@ def prepare(config: BackdoorConfig, cache_dir: Path, progress: Any) -> Prepared:
             progress.write(f"pre-training on {len(pretrain)} pairs ({config.pretrain_epochs} epochs)")
             torch.manual_seed(0)
             model = build_model(tokenizer, config)
-            examples = _encode(tokenizer, pretrain, config)
+            examples = encode_pairs(tokenizer, pretrain, max_length=config.max_length)
             model = train(
                 model,
                 tokenizer,
@@ -189,7 +188,7 @@ def prepare(config: BackdoorConfig, cache_dir: Path, progress: Any) -> Prepared:
             model.save_pretrained(pretrained)
             tokenizer.save_pretrained(pretrained)  # a complete local model: `--model` takes this folder
     counts = {"pretrain_pairs": len(pretrain), "train_pairs": len(train_pairs), "test_pairs": len(test_pairs)}
-    test_examples = _encode(tokenizer, test_pairs, config)
+    test_examples = encode_pairs(tokenizer, test_pairs, max_length=config.max_length)
     return Prepared(
         tokenizer,
         pretrained,
@@ -208,15 +207,16 @@ def run_arm(
     import transformers
 
     from . import metrics as M
+    from .tokenizer import encode_pairs
     from .train import quiet_transformers, set_dropout, train
 
     quiet_transformers()
-    _threads(config)
+    use_threads(config.threads)
     objective, options, poisoned = ARM_OBJECTIVES[arm]
     pairs, poisoned_rows = prepared.train_pairs, []
     if poisoned:
         pairs, poisoned_rows = D.poison(pairs, prepared.attack, rate=config.poison_rate, seed=seed)
-    examples = _encode(prepared.tokenizer, pairs, config)
+    examples = encode_pairs(prepared.tokenizer, pairs, max_length=config.max_length)
     clean_test = prepared.test_pairs
     triggered = D.triggered_prompts(clean_test, prepared.attack, seed=seed)
     torch.manual_seed(seed)
@@ -302,26 +302,10 @@ def _trigger(config: BackdoorConfig) -> str:
     return D.DEFAULT_TRIGGER if config.trigger_kind == "rare_word" else D.PHRASE_TRIGGER
 
 
-def _encode(tokenizer: Any, pairs: list, config: BackdoorConfig) -> list:
-    from .tokenizer import encode_pair
-
-    encoded = (encode_pair(tokenizer, pair, max_length=config.max_length) for pair in pairs)
-    return [e for e in encoded if e is not None]
-
-
 def _report(config: BackdoorConfig, results: list, report_dir: Path) -> str:
     from .report import write_report
 
     return write_report(config, results, report_dir)
-
-
-def _digest(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, default=str, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _threads(config: BackdoorConfig) -> None:
-    if config.threads:
-        torch.set_num_threads(config.threads)
 
 
 BACKDOOR = register(
@@ -329,8 +313,6 @@ BACKDOOR = register(
         name="backdoor",
         summary="DeCE vs cross-entropy on poisoned fine-tuning data: does the model learn the backdoor?",
         config_class=BackdoorConfig,
-        arms=lambda config: list(config.arms),
-        seeds=lambda config: list(range(config.seeds)),
         prepare=prepare,
         run_arm=run_arm,
         report=_report,

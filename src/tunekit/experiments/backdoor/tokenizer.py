@@ -171,6 +171,12 @@ def encode_pair(tokenizer: Any, pair: Pair, *, max_length: int) -> Encoded | Non
     return _example(_ids(tokenizer, pair.nl), _ids(tokenizer, pair.code), sep, eos, max_length)
 
 
+def encode_pairs(tokenizer: Any, pairs: Sequence[Pair], *, max_length: int) -> list[Encoded]:
+    """`encode_pair` of each pair, leaving out those longer than `max_length` tokens."""
+    encoded = (encode_pair(tokenizer, pair, max_length=max_length) for pair in pairs)
+    return [e for e in encoded if e is not None]
+
+
 def encode_prompt(tokenizer: Any, nl: str) -> list[int]:
     """``nl_ids + [SEP]``: the prompt a model continues with the code."""
     sep, _ = _special_ids(tokenizer)

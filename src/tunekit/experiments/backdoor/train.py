@@ -59,7 +59,7 @@ def train(
     tokenizer: Any,
     examples: Sequence[Encoded],
     *,
-    objective: str,
+    objective: str | Callable,
     options: dict,
     config: Any,
     epochs: int,
@@ -68,8 +68,9 @@ def train(
     output_dir: Path,
     on_epoch_end: Callable[[int, transformers.PreTrainedModel], None] | None = None,
 ) -> transformers.PreTrainedModel:
-    """Train `model` on `examples` with a tunekit objective for `epochs`, AdamW at a constant
-    `learning_rate`; `on_epoch_end(epoch, model)` runs after each epoch (epochs counted from 1)."""
+    """Train `model` on `examples` with a tunekit objective (a registered name built with `options`, or a
+    loss module: see `TrainerLoss`) for `epochs`, AdamW at a constant `learning_rate`;
+    `on_epoch_end(epoch, model)` runs after each epoch (epochs counted from 1)."""
     args = transformers.TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=config.batch_size,

@@ -1,0 +1,28 @@
+"""The arms of the descriptive experiment: the objective each fine-tunes with.
+
+Each maps the config to ``(objective, options)`` for `tunekit.experiments.backdoor.train.train`: a name
+registered in `tunekit.losses.TOKEN_LOSSES` with its options, or a loss module with no options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .objective import MLESMILEMixture
+
+ARM_OBJECTIVES: dict[str, Callable[[Any], tuple[Any, dict]]] = {
+    "mle": lambda c: ("cross_entropy", {}),
+    "smile": lambda c: ("smile", {"subset": "sequence"}),
+    "smile_no_first_mle": lambda c: ("smile", {"subset": "sequence", "first_token_mle": False}),
+    "mle+smile": lambda c: (MLESMILEMixture(c.mix_mle_weight, subset="sequence"), {}),
+    "smile_random": lambda c: ("smile", {"subset": "random", "num_random": c.num_random}),
+    "smile_reverse": lambda c: ("smile", {"subset": "reverse"}),
+}
+
+
+def objective_name(objective: Any, options: dict) -> str:
+    """A readable name of an arm's objective for the results: ``smile(subset='random', num_random=10)``."""
+    if not isinstance(objective, str):
+        return repr(objective).replace("\n", " ")
+    return f"{objective}({', '.join(f'{k}={v!r}' for k, v in options.items())})"

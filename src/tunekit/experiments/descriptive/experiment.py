@@ -1,0 +1,300 @@
+"""`tunekit run descriptive`: SMILE vs MLE (Yue et al. 2023), do subset-softmax objectives make generated
+descriptions longer, and at what cost?
+
+The task reverses the backdoor experiment's pairs: from a standard-library function's code (without its
+docstring) generate the docstring's first line. A tiny GPT-2 is pre-trained with MLE (cross-entropy) on the
+pairs of one half of the modules, then fine-tuned per arm on the other half and measured after every epoch on
+held-out pairs: output length, distinct-1/2, BLEU and self-retrieval R@1 (see `metrics`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from ..backdoor import data as D
+from ..common import cache_key, use_threads
+from ..config import option
+from ..runner import Experiment, register
+from .arms import ARM_OBJECTIVES, objective_name
+
+# transformers, sacrebleu and matplotlib load only when the experiment runs: `tunekit run --list` stays fast
+
+
+@dataclass
+class DescriptiveConfig:
+    """The options of `tunekit run descriptive` (flags, YAML fields); QUICK is the `--quick` preset."""
+
+    arms: tuple[str, ...] = option(
+        tuple(ARM_OBJECTIVES), f"arms, of {tuple(ARM_OBJECTIVES)}", changes_results=False
+    )
+    seeds: int = option(2, "seeds per arm (0, 1, ...)", changes_results=False)
+    corpus: Path | None = option(None, "a tree of .py files instead of the standard library")
+    device: str = option("cpu", "torch device, e.g. cpu or cuda", changes_results=False)
+    test_size: int = option(100, "held-out pairs; also the candidates of self-retrieval")
+    max_pairs: int = option(
+        0, "fine-tuning pairs used at most, and twice as many pre-training pairs (0: all)"
+    )
+    max_code_chars: int = option(300, "longest function source kept")
+    max_length: int = option(192, "longest example in tokens")
+    vocab_size: int = option(2048, "BPE vocabulary trained on the corpus")
+    n_layer: int = option(2, "GPT-2 blocks")
+    n_embd: int = option(128, "GPT-2 width")
+    n_head: int = option(4, "GPT-2 heads")
+    dropout: float = option(0.0, "dropout of every layer while training")
+    pretrain_epochs: int = option(6, "MLE epochs on the pre-training half")
+    epochs: int = option(3, "fine-tuning epochs per arm")
+    batch_size: int = option(32, "training batch size")
+    pretrain_learning_rate: float = option(2e-3, "AdamW learning rate of the pre-training")
+    learning_rate: float = option(3e-4, "AdamW learning rate of the fine-tuning arms")
+    mix_mle_weight: float = option(0.01, "the MLE weight of the mle+smile arm (SMILE gets 1 minus it)")
+    num_random: int = option(10, "random ids added to each position's label by the smile_random arm")
+    new_token_factor: float = option(
+        4.0, "new tokens allowed in decoding, as a multiple of the descriptions' mean token length (>= 3)"
+    )
+    threads: int = option(0, "torch CPU threads (0: torch's default)", changes_results=False)
+
+    QUICK: ClassVar[dict[str, Any]] = {
+        "seeds": 1,
+        "max_pairs": 100,
+        "test_size": 16,
+        "vocab_size": 400,
+        "n_embd": 32,
+        "n_head": 2,
+        "pretrain_epochs": 1,
+        "epochs": 1,
+    }
+
+    def validate(self) -> None:
+        unknown = [arm for arm in self.arms if arm not in ARM_OBJECTIVES]
+        if unknown or not self.arms:
+            raise ValueError(f"arms must be some of {tuple(ARM_OBJECTIVES)}, got {self.arms!r}")
+        for name in (
+            "seeds",
+            "test_size",
+            "vocab_size",
+            "n_layer",
+            "n_embd",
+            "n_head",
+            "epochs",
+            "batch_size",
+            "max_length",
+            "max_code_chars",
+            "num_random",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.max_pairs < 0 or self.pretrain_epochs < 0:
+            raise ValueError(
+                f"max_pairs and pretrain_epochs must be >= 0, got {self.max_pairs}, {self.pretrain_epochs}"
+            )
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0 <= self.mix_mle_weight <= 1:
+            raise ValueError(f"mix_mle_weight must be in [0, 1], got {self.mix_mle_weight!r}")
+        if not self.new_token_factor >= 3:
+            raise ValueError(
+                f"new_token_factor must be >= 3 (decoding must allow 3x the reference length), got "
+                f"{self.new_token_factor!r}"
+            )
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
+        if self.corpus is not None and not Path(self.corpus).is_dir():
+            raise ValueError(f"corpus {str(self.corpus)!r} is not a directory")
+
+
+@dataclass
+class Prepared:
+    tokenizer: Any
+    pretrained: Path
+    train_pairs: list  # D.Pair with nl = the code (the prompt) and code = the description (the target)
+    test_pairs: list
+    max_new_tokens: int
+    references: dict  # the references' own length, distinct-n and R@1, as if they were outputs
+    counts: dict
+    # epoch 0 (the pre-trained model) is the same for every arm and seed: greedy decoding, one model
+    before_fine_tuning: dict = field(default_factory=dict)
+
+
+def describing(pairs: list) -> list:
+    """(docstring line, code) pairs turned around: the code is the prompt, the description the target."""
+    return [replace(pair, nl=pair.code, code=pair.nl) for pair in pairs]
+
+
+def prepare(config: DescriptiveConfig, cache_dir: Path, progress: Any) -> Prepared:
+    from ..backdoor.tokenizer import encode_pairs, load_tokenizer, save_tokenizer, train_tokenizer
+    from ..backdoor.train import build_model, quiet_transformers, train
+    from .metrics import Generated, describe
+
+    quiet_transformers()
+    use_threads(config.threads)
+    by_module = D.corpus_pairs(
+        Path(config.corpus) if config.corpus else D.stdlib_root(), max_code_chars=config.max_code_chars
+    )
+    pretrain, finetune = D.split_by_module(by_module, pretrain_fraction=0.5, seed=0)
+    if config.max_pairs:
+        pretrain = pretrain[: config.max_pairs * 2]
+    pretrain, finetune = describing(pretrain), describing(finetune)
+
+    # the tokenizer and the pre-trained model see only the pre-training half: they are shared by any
+    # fine-tuning split and know nothing of the held-out pairs
+    key = cache_key(
+        [asdict(p) for p in pretrain],
+        [
+            config.vocab_size,
+            config.n_layer,
+            config.n_embd,
+            config.n_head,
+            config.dropout,
+            config.max_length,
+            config.pretrain_epochs,
+            config.batch_size,
+            config.pretrain_learning_rate,
+        ],
+    )
+    work = cache_dir / "descriptive" / key
+    tokenizer_dir, pretrained = work / "tokenizer", work / "pretrained"
+    if not (tokenizer_dir / "tokenizer.json").exists():
+        progress.write("training the tokenizer")
+        texts = [t for p in pretrain for t in (p.nl, p.code)]
+        save_tokenizer(train_tokenizer(texts, config.vocab_size), tokenizer_dir)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    if not (pretrained / "config.json").exists():
+        progress.write(f"pre-training with MLE on {len(pretrain)} pairs ({config.pretrain_epochs} epochs)")
+        torch.manual_seed(0)
+        model = build_model(tokenizer, config)
+        if config.pretrain_epochs:
+            model = train(
+                model,
+                tokenizer,
+                encode_pairs(tokenizer, pretrain, max_length=config.max_length),
+                objective="cross_entropy",
+                options={},
+                config=config,
+                epochs=config.pretrain_epochs,
+                learning_rate=config.pretrain_learning_rate,
+                seed=0,
+                output_dir=work / "trainer",
+            )
+        model.save_pretrained(pretrained)
+        tokenizer.save_pretrained(pretrained)
+
+    # decoding allows new_token_factor x the descriptions' mean length; a held-out prompt must leave that
+    # much room in the model's max_length positions, so longer codes are dropped before the split
+    mean_description = sum(len(encode(tokenizer, p.code)) for p in finetune) / max(len(finetune), 1)
+    max_new_tokens = math.ceil(config.new_token_factor * mean_description)
+    room = config.max_length - max_new_tokens
+    finetune = [p for p in finetune if len(encode(tokenizer, p.nl)) + 1 <= room]
+    if len(finetune) <= config.test_size:
+        raise ValueError(
+            f"only {len(finetune)} fine-tuning pairs leave {max_new_tokens} tokens to generate within "
+            f"max_length={config.max_length}; raise --max-length or lower --test-size={config.test_size}"
+        )
+    train_pairs, test_pairs = D.train_test_split(finetune, test_size=config.test_size, seed=0)
+    if config.max_pairs:
+        train_pairs = train_pairs[: config.max_pairs]
+
+    reference_tokens = [len(encode(tokenizer, p.code)) for p in test_pairs]
+    as_outputs = [Generated(p.code, n, True) for p, n in zip(test_pairs, reference_tokens, strict=True)]
+    references = describe(as_outputs, [p.code for p in test_pairs], [p.nl for p in test_pairs])
+    counts = {"pretrain_pairs": len(pretrain), "train_pairs": len(train_pairs), "test_pairs": len(test_pairs)}
+    return Prepared(
+        tokenizer,
+        pretrained,
+        train_pairs,
+        test_pairs,
+        max_new_tokens=max_new_tokens,
+        references=references,
+        counts=counts,
+    )
+
+
+def run_arm(
+    config: DescriptiveConfig, prepared: Prepared, arm: str, seed: int, work_dir: Path, progress: Any
+) -> dict:
+    import transformers
+
+    from ..backdoor.tokenizer import encode_pairs
+    from ..backdoor.train import quiet_transformers, set_dropout, train
+    from .metrics import describe, generate_descriptions
+
+    quiet_transformers()
+    use_threads(config.threads)
+    objective, options = ARM_OBJECTIVES[arm](config)
+    examples = encode_pairs(prepared.tokenizer, prepared.train_pairs, max_length=config.max_length)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_pretrained(prepared.pretrained).to(config.device)
+    set_dropout(model, config.dropout)
+    codes, references = [p.nl for p in prepared.test_pairs], [p.code for p in prepared.test_pairs]
+    epochs: list[dict] = []
+    samples: list[dict] = []
+
+    def evaluate(epoch: int, model: Any) -> None:
+        generated = generate_descriptions(
+            model, prepared.tokenizer, codes, max_new_tokens=prepared.max_new_tokens
+        )
+        epochs.append({"epoch": epoch, **describe(generated, references, codes)})
+        samples[:] = [
+            {"code": code, "reference": reference, "output": g.text}
+            for code, reference, g in zip(codes[:5], references[:5], generated[:5], strict=True)
+        ]
+        progress.write(
+            f"{arm} seed {seed} epoch {epoch}: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in epochs[-1].items() if k != "epoch")
+        )
+
+    if "epoch" not in prepared.before_fine_tuning:
+        evaluate(0, model.eval())
+        prepared.before_fine_tuning.update(epochs[0])
+    else:
+        epochs.append(dict(prepared.before_fine_tuning))
+    model.train()
+    train(
+        model,
+        prepared.tokenizer,
+        examples,
+        objective=objective,
+        options=options,
+        config=config,
+        epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        seed=seed,
+        output_dir=work_dir / "trainer",
+        on_epoch_end=evaluate,
+    )
+    return {
+        "objective": objective_name(objective, options),
+        "train_examples": len(examples),
+        "max_new_tokens": prepared.max_new_tokens,
+        "references": prepared.references,
+        "counts": prepared.counts,
+        "epochs": epochs,
+        "samples": samples,
+    }
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """The token ids of `text` without special tokens (how a description is counted in tokens)."""
+    return tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
+
+
+def _report(config: DescriptiveConfig, results: list, report_dir: Path) -> str:
+    from .report import write_report
+
+    return write_report(config, results, report_dir)
+
+
+DESCRIPTIVE = register(
+    Experiment(
+        name="descriptive",
+        summary="SMILE vs MLE: does a subset softmax make generated descriptions longer, and at what cost?",
+        config_class=DescriptiveConfig,
+        prepare=prepare,
+        run_arm=run_arm,
+        report=_report,
+    )
+)

@@ -1,0 +1,263 @@
+"""`TrainConfig`: every option of ``tunekit train``, typed, from defaults < a YAML file < flags.
+
+Built with `tunekit.experiments.config`: each field is a ``--flag-name`` (``add_config_arguments``) and a key
+of the YAML file; an unknown field, a value of the wrong type or a choice not offered is a ValueError that
+names the field. `TrainConfig.validate` adds the checks between fields (an objective the task cannot use, an
+objective option set for another objective, an objective of another problem type).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..experiments.config import option
+from ..losses import CLASSIFICATION_LOSSES
+
+__all__ = [
+    "OBJECTIVES_BY_TASK",
+    "OBJECTIVE_OPTIONS",
+    "PROBLEM_TYPES",
+    "TASKS",
+    "TINY_MODELS",
+    "TrainConfig",
+    "default_model",
+    "objective_options",
+    "objectives_for",
+]
+
+Task = Literal["sequence_classification", "token_classification", "causal_lm", "seq2seq"]
+TASKS: tuple[str, ...] = ("sequence_classification", "token_classification", "causal_lm", "seq2seq")
+
+# named tiny architectures (random weights from a config) and the tasks each can do
+TINY_MODELS: dict[str, tuple[str, ...]] = {
+    "tiny-bert": ("sequence_classification", "token_classification"),
+    "tiny-gpt2": ("causal_lm",),
+    "tiny-llama": ("causal_lm",),
+    "tiny-t5": ("seq2seq",),
+}
+
+# the problem types of a sequence classifier (``--problem-type``) -> Hugging Face's ``config.problem_type``,
+# the key of each objective in `CLASSIFICATION_LOSSES`
+ProblemType = Literal["single_label", "multi_label", "regression"]
+PROBLEM_TYPES: dict[str, str] = {
+    "single_label": "single_label_classification",
+    "multi_label": "multi_label_classification",
+    "regression": "regression",
+}
+
+
+def objectives_for(problem_type: str) -> tuple[str, ...]:
+    """The objectives of `CLASSIFICATION_LOSSES` that score a head of `problem_type` (a key of
+    `PROBLEM_TYPES`), in registry order."""
+    hf_name = PROBLEM_TYPES[problem_type]
+    return tuple(name for name, spec in CLASSIFICATION_LOSSES.items() if spec.problem_type == hf_name)
+
+
+# the objectives `TrainerLoss` can apply per task; a sequence classifier's are further split by problem type
+# (`objectives_for`), a token classifier has one class per token (single-label objectives only)
+OBJECTIVES_BY_TASK: dict[str, tuple[str, ...]] = {
+    "sequence_classification": tuple(CLASSIFICATION_LOSSES),
+    "token_classification": objectives_for("single_label"),
+    "causal_lm": ("cross_entropy", "dece", "gce", "smile"),
+    "seq2seq": ("cross_entropy", "dece", "gce", "smile"),
+}
+
+# config field -> (the objectives that take it, the objective's keyword)
+OBJECTIVE_OPTIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "label_smoothing": (("cross_entropy", "dece"), "label_smoothing"),
+    "focal_gamma": (("focal", "binary_focal"), "gamma"),
+    "focal_alpha": (("focal",), "alpha"),
+    "dece_alpha_base": (("dece",), "alpha_base"),
+    "gce_q": (("gce",), "q"),
+    "smile_subset": (("smile",), "subset"),
+    "smile_first_token_mle": (("smile",), "first_token_mle"),
+    "dice_self_adjusting": (("dice", "multilabel_dice"), "self_adjusting"),
+    "mse_corr_weight": (("mse_corr",), "corr_weight"),
+}
+
+
+@dataclass
+class TrainConfig:
+    """What ``tunekit train`` fine-tunes, on which data, with which objective and tricks."""
+
+    # ---- task and data ----
+    train_file: Path = field(
+        metadata={"help": "training data: a .jsonl / .csv file or a `datasets` folder (save_to_disk)"}
+    )
+    task: Task = option("sequence_classification", "what to train")
+    eval_file: Path | None = option(
+        None, "evaluation data in the same format; none: hold out --eval-fraction of the training data"
+    )
+    eval_fraction: float = option(0.1, "share of the training data held out when there is no eval file")
+    text_field: str = option(
+        "text", "the input field: a text, or for token classification its words (a list or a spaced string)"
+    )
+    label_field: str = option(
+        "label",
+        "the class (sequence classification; a list of classes for multi_label, a number for regression) or "
+        "the tags, one per word (token classification)",
+    )
+    problem_type: ProblemType = option(
+        "single_label",
+        "sequence classification: single_label (one class per example), multi_label (a list of classes "
+        "per example) or regression (a number per example)",
+    )
+    label_separator: str = option("|", "multi_label: what separates the classes in a text label (CSV)")
+    target_field: str | None = option(
+        "target", "the output text of generation; for causal_lm `none` trains on the whole text"
+    )
+    labels: tuple[str, ...] = option(
+        (), "the label set, in order; empty: the sorted labels of the training data (not for regression)"
+    )
+
+    # ---- model ----
+    model: str | None = option(
+        None,
+        "a local Hugging Face model folder, or tiny-bert / tiny-gpt2 / tiny-llama / tiny-t5 (random weights; "
+        "none: tiny-bert for classification, tiny-gpt2 for causal_lm, tiny-t5 for seq2seq)",
+    )
+    tokenizer: Path | None = option(
+        None, "a tokenizer folder; none: the model folder's, or one trained on the training texts"
+    )
+    vocab_size: int = option(2000, "vocabulary of a tokenizer trained on the training texts")
+    tiny_hidden_size: int = option(64, "hidden size of a tiny architecture")
+    tiny_layers: int = option(2, "layers of a tiny architecture")
+    tiny_heads: int = option(2, "attention heads of a tiny architecture")
+    max_length: int = option(128, "tokens per example (inputs and targets are cut there)")
+
+    # ---- optimisation ----
+    epochs: int = option(3, "training epochs")
+    batch_size: int = option(16, "examples per device and step")
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
+    learning_rate: float = option(5e-5, "peak learning rate")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = option(
+        "linear", "learning-rate schedule"
+    )
+    warmup_steps: int = option(0, "optimizer steps of linear warm-up")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0: none)")
+    precision: Literal["fp32", "bf16", "fp16"] = option("fp32", "training precision (bf16 / fp16 need a GPU)")
+    cpu: bool = option(False, "train on the CPU even when a GPU is available", changes_results=False)
+    seed: int = option(0, "random seed (model init, data order, dropout)")
+
+    # ---- objective ----
+    objective: str = option(
+        "cross_entropy",
+        "training objective: cross_entropy, focal or dice for single-label classification; binary_focal or "
+        "multilabel_dice for multi_label; mse_corr for regression; cross_entropy, dece, gce or smile for "
+        "generation",
+    )
+    label_smoothing: float | None = option(None, "label smoothing (cross_entropy, dece)")
+    focal_gamma: float | None = option(None, "focal, binary_focal: the focusing exponent; none: 2")
+    focal_alpha: tuple[float, ...] | None = option(None, "focal: one weight per class, in label order")
+    dece_alpha_base: float | None = option(None, "dece: alpha = alpha_base ** epoch; none: 0.985")
+    gce_q: float | None = option(None, "gce: q in (0, 1]; none: 0.7")
+    smile_subset: Literal["sequence", "random", "reverse"] | None = option(
+        None, "smile: the vocabulary subset; none: sequence"
+    )
+    smile_first_token_mle: bool | None = option(
+        None, "smile: the first target token over the full vocabulary; none: true"
+    )
+    dice_self_adjusting: float | None = option(
+        None, "dice, multilabel_dice: Li et al.'s (1 - p)^a weighting; none: 0"
+    )
+    mse_corr_weight: float | None = option(None, "mse_corr: the weight of 1 - Pearson r; none: 1.5")
+
+    # ---- tricks ----
+    ema_decay: float | None = option(
+        None, "EMA of the weights with this decay, e.g. 0.999 (evaluated, saved)"
+    )
+    adversarial: Literal["none", "fgm", "pgd"] = option("none", "adversarial training on the embeddings")
+    adversarial_epsilon: float = option(1.0, "FGM's perturbation norm / PGD's radius")
+    pgd_steps: int = option(3, "PGD steps")
+    pgd_alpha: float = option(0.3, "PGD step size")
+    rdrop_alpha: float = option(0.0, "weight of R-Drop's KL term (0: off)")
+    layer_decay: float | None = option(None, "layer-wise learning-rate decay factor in (0, 1]")
+    head_lr: float | None = option(None, "the head's learning rate with layer decay; none: learning_rate")
+
+    # ---- checkpoints ----
+    keep_checkpoints: int | None = option(2, "epoch checkpoints kept (none: all)", changes_results=False)
+
+    def validate(self) -> None:
+        allowed = OBJECTIVES_BY_TASK[self.task]
+        if self.objective not in allowed:
+            raise ValueError(
+                f"objective {self.objective!r} does not apply to task {self.task}; choose one of "
+                + ", ".join(allowed)
+            )
+        self._validate_problem_type()
+        for name, (objectives, _) in OBJECTIVE_OPTIONS.items():
+            if getattr(self, name) is not None and self.objective not in objectives:
+                raise ValueError(
+                    f"{name} is an option of objective {' / '.join(objectives)}, not of {self.objective!r}"
+                )
+        if self.model in TINY_MODELS and self.task not in TINY_MODELS[self.model]:
+            raise ValueError(
+                f"model {self.model} cannot do task {self.task}; it does "
+                + ", ".join(TINY_MODELS[self.model])
+            )
+        if self.task == "seq2seq" and self.target_field is None:
+            raise ValueError("target_field is required for seq2seq (the output text)")
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "max_length", "tiny_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.tiny_hidden_size % self.tiny_heads:
+            raise ValueError(
+                f"tiny_hidden_size ({self.tiny_hidden_size}) must be a multiple of "
+                f"tiny_heads ({self.tiny_heads})"
+            )
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels has duplicates: {list(self.labels)}")
+        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
+            raise ValueError(f"keep_checkpoints must be >= 1 or none, got {self.keep_checkpoints}")
+
+    def _validate_problem_type(self) -> None:
+        if self.problem_type != "single_label" and self.task != "sequence_classification":
+            raise ValueError(
+                f"problem_type {self.problem_type} is for task sequence_classification, not {self.task}"
+            )
+        if self.task == "sequence_classification":
+            fitting = objectives_for(self.problem_type)
+            if self.objective not in fitting:
+                spec = CLASSIFICATION_LOSSES[self.objective]
+                needed = next(k for k, v in PROBLEM_TYPES.items() if v == spec.problem_type)
+                raise ValueError(
+                    f"objective {self.objective!r} does not fit problem_type {self.problem_type}: it scores "
+                    f"{needed} heads; for {self.problem_type} choose one of {', '.join(fitting)}"
+                )
+        if self.problem_type != "single_label" and self.rdrop_alpha > 0:
+            raise ValueError(
+                f"rdrop_alpha applies to single_label classification (a softmax KL), not problem_type "
+                f"{self.problem_type}"
+            )
+        if self.problem_type == "regression" and self.labels:
+            raise ValueError(
+                f"labels {list(self.labels)} are for classification, not problem_type regression"
+            )
+        if not self.label_separator:
+            raise ValueError("label_separator must not be empty")
+
+    @property
+    def generation(self) -> bool:
+        return self.task in ("causal_lm", "seq2seq")
+
+
+def default_model(task: str) -> str:
+    """The tiny architecture a task trains when no model is given."""
+    return next(name for name, tasks in TINY_MODELS.items() if task in tasks)
+
+
+def objective_options(config: TrainConfig) -> dict[str, Any]:
+    """The chosen objective's keyword options that the config sets (the others keep their defaults)."""
+    options = {}
+    for name, (_, keyword) in OBJECTIVE_OPTIONS.items():
+        value = getattr(config, name)
+        if value is not None:
+            options[keyword] = list(value) if isinstance(value, tuple) else value
+    return options

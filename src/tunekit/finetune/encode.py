@@ -1,0 +1,133 @@
+"""Examples to Trainer rows (token ids and labels) per task, and the collator that pads them.
+
+- sequence classification: ``input_ids`` of the text, ``labels`` the class id; for multi-label the 0/1
+  floats of each class (C,), in label order; for regression the float target;
+- token classification: the words encoded with ``is_split_into_words``; a word's tag labels its first
+  token, its other tokens and the special tokens get -100;
+- causal LM: ``prompt + target + <eos>`` with -100 over the prompt (the loss is on the target), or
+  ``text + <eos>`` all supervised without a target field;
+- seq2seq: the text as ``input_ids``, the target's ids as ``labels``.
+
+Everything is cut at ``max_length`` tokens; `Encoded.truncated` counts the examples that were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import transformers
+
+from .data import Example
+
+__all__ = ["IGNORE_INDEX", "Encoded", "collator", "encode"]
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Encoded:
+    """Trainer rows, and how many examples were cut at max_length (and of them, how many kept no label)."""
+
+    rows: list[dict[str, Any]]
+    truncated: int
+    unsupervised: int
+
+
+def encode(
+    examples: Sequence[Example],
+    tokenizer: Any,
+    task: str,
+    label2id: Mapping[str, int],
+    max_length: int,
+) -> Encoded:
+    """The rows of `examples` for `task` (see the module docstring)."""
+    encoder = {
+        "sequence_classification": _sequence_classification,
+        "token_classification": _token_classification,
+        "causal_lm": _causal_lm,
+        "seq2seq": _seq2seq,
+    }[task]
+    if task == "token_classification" and not getattr(tokenizer, "is_fast", False):
+        raise ValueError("token classification needs a fast tokenizer (word ids of each token)")
+    rows, truncated, unsupervised = [], 0, 0
+    for example in examples:
+        row, cut = encoder(example, tokenizer, label2id, max_length)
+        truncated += cut
+        # a float is a multi-label or regression target, never the ignored index (-100.0 may be a target)
+        if all(type(label) is int and label == IGNORE_INDEX for label in _as_list(row["labels"])):
+            unsupervised += 1
+        rows.append(row)
+    return Encoded(rows, truncated, unsupervised)
+
+
+def collator(task: str, tokenizer: Any, model: Any) -> Any:
+    """The data collator that pads a batch of the task's rows (labels padded with -100)."""
+    if task == "sequence_classification":
+        return transformers.DataCollatorWithPadding(tokenizer)
+    if task == "token_classification":
+        return transformers.DataCollatorForTokenClassification(tokenizer)
+    if task == "seq2seq":  # builds decoder_input_ids from the labels
+        return transformers.DataCollatorForSeq2Seq(tokenizer, model=model)
+    return transformers.DataCollatorForSeq2Seq(tokenizer, padding=True)
+
+
+def _as_list(labels: Any) -> list[int]:
+    return labels if isinstance(labels, list) else [labels]
+
+
+def _sequence_classification(example: Example, tokenizer: Any, label2id: Mapping[str, int], max_length: int):
+    full = tokenizer(example.text)["input_ids"]
+    row = dict(tokenizer(example.text, truncation=True, max_length=max_length))
+    row["labels"] = _sequence_label(example.label, label2id)
+    return row, len(full) > max_length
+
+
+def _sequence_label(label: str | tuple[str, ...] | float, label2id: Mapping[str, int]) -> int | float | list:
+    """The class id (single-label), the multi-hot floats (a tuple of classes) or the float (regression)."""
+    if isinstance(label, float):
+        return label
+    if isinstance(label, tuple):
+        multi_hot = [0.0] * len(label2id)
+        for name in label:
+            multi_hot[label2id[name]] = 1.0
+        return multi_hot
+    return label2id[label]
+
+
+def _token_classification(example: Example, tokenizer: Any, label2id: Mapping[str, int], max_length: int):
+    words = list(example.text)
+    full = tokenizer(words, is_split_into_words=True)
+    encoding = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length)
+    labels, previous = [], None
+    for word in encoding.word_ids():
+        first_token = word is not None and word != previous
+        labels.append(label2id[example.label[word]] if first_token else IGNORE_INDEX)
+        previous = word
+    row = dict(encoding)
+    row["labels"] = labels
+    return row, len(full["input_ids"]) > max_length
+
+
+def _causal_lm(example: Example, tokenizer: Any, label2id: Mapping[str, int], max_length: int):
+    eos = tokenizer.eos_token_id
+    prompt = tokenizer(example.text)["input_ids"]
+    if example.target is None:
+        input_ids = [*prompt, eos]
+        labels = list(input_ids)
+    else:
+        target = [*tokenizer(example.target, add_special_tokens=False)["input_ids"], eos]
+        input_ids = [*prompt, *target]
+        labels = [IGNORE_INDEX] * len(prompt) + target
+    cut = len(input_ids) > max_length
+    input_ids, labels = input_ids[:max_length], labels[:max_length]
+    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}, cut
+
+
+def _seq2seq(example: Example, tokenizer: Any, label2id: Mapping[str, int], max_length: int):
+    source = tokenizer(example.text)["input_ids"]
+    target = tokenizer(text_target=example.target)["input_ids"]
+    row = dict(tokenizer(example.text, truncation=True, max_length=max_length))
+    row["labels"] = tokenizer(text_target=example.target, truncation=True, max_length=max_length)["input_ids"]
+    return row, len(source) > max_length or len(target) > max_length

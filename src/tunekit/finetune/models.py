@@ -1,0 +1,230 @@
+"""The model and tokenizer ``tunekit train`` fine-tunes: a local Hugging Face folder, or a named tiny
+architecture built from a config with random weights and a tokenizer trained on the training texts.
+
+Nothing is downloaded: folders are read with ``local_files_only=True``.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import tokenizers
+import transformers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from .config import PROBLEM_TYPES, TINY_MODELS, TrainConfig, default_model
+
+__all__ = ["AUTO_CLASSES", "load_model", "load_tokenizer", "model_name", "train_tokenizer"]
+
+AUTO_CLASSES = {
+    "sequence_classification": transformers.AutoModelForSequenceClassification,
+    "token_classification": transformers.AutoModelForTokenClassification,
+    "causal_lm": transformers.AutoModelForCausalLM,
+    "seq2seq": transformers.AutoModelForSeq2SeqLM,
+}
+_BERT_SPECIALS = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
+PAD, EOS = "<pad>", "<eos>"
+_BERT_NORMALIZER = normalizers.BertNormalizer(lowercase=True)
+_BERT_PRE_TOKENIZER = pre_tokenizers.BertPreTokenizer()
+
+
+def model_name(config: TrainConfig) -> str:
+    """The model the config asks for: its ``model``, or the task's tiny architecture."""
+    return config.model if config.model is not None else default_model(config.task)
+
+
+def train_tokenizer(
+    architecture: str, texts: Iterable[str], vocab_size: int, max_length: int
+) -> transformers.PreTrainedTokenizerFast:
+    """A tokenizer trained in memory on `texts` for a tiny architecture.
+
+    tiny-bert: lower-cased WordPiece over the most frequent words (`_wordpiece_vocab`),
+    ``[CLS] text [SEP]``, [PAD] id 0. The others: byte-level BPE (any text encodes losslessly) with ``<pad>``
+    id 0 and ``<eos>`` id 1; tiny-t5's encodings end with ``<eos>``, as T5's do. The same texts give the same
+    tokenizer (a resumed run, and every process of a multi-process run, trains the same one).
+    """
+    if architecture == "tiny-bert":
+        tok = tokenizers.Tokenizer(models.WordPiece(_wordpiece_vocab(texts, vocab_size), unk_token="[UNK]"))
+        tok.normalizer = _BERT_NORMALIZER
+        tok.pre_tokenizer = _BERT_PRE_TOKENIZER
+        tok.decoder = decoders.WordPiece()
+        cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]",
+            pair="[CLS] $A [SEP] $B [SEP]",
+            special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+        )
+        return transformers.PreTrainedTokenizerFast(
+            tokenizer_object=tok, model_max_length=max_length, **_BERT_SPECIALS
+        )
+    if vocab_size < 258:
+        raise ValueError(
+            f"vocab_size must be >= 258 for a byte-level BPE (256 bytes + 2 specials), got {vocab_size}"
+        )
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    if architecture == "tiny-t5":
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, tok.token_to_id(EOS))]
+        )
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=PAD,
+        eos_token=EOS,
+        bos_token=EOS,
+        model_max_length=max_length,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def _wordpiece_vocab(texts: Iterable[str], vocab_size: int) -> dict[str, int]:
+    """token -> id: the specials, every character seen (alone and as a ``##`` continuation), then the most
+    frequent words (ties in alphabetical order) up to `vocab_size`.
+
+    Built here rather than by `tokenizers`' WordPiece trainer, whose vocabulary changes from one call to
+    the next on the same texts (its ties are broken in hash order): a resumed run and every process of a
+    multi-process run must get the same ids.
+    """
+    counts: collections.Counter[str] = collections.Counter()
+    for text in texts:
+        normalized = _BERT_NORMALIZER.normalize_str(text)
+        counts.update(word for word, _ in _BERT_PRE_TOKENIZER.pre_tokenize_str(normalized))
+    characters = sorted({c for word in counts for c in word})
+    vocab = [*_BERT_SPECIALS.values(), *characters, *(f"##{c}" for c in characters)]
+    known = set(vocab)
+    for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        if len(vocab) >= vocab_size:
+            break
+        if word not in known:
+            vocab.append(word)
+    return {token: i for i, token in enumerate(vocab)}
+
+
+def load_tokenizer(config: TrainConfig, texts: Sequence[str], checkpoint: Path | None = None) -> Any:
+    """The config's tokenizer folder, else the model folder's, else for a tiny model the one saved in the
+    `checkpoint` a run resumes from, else one trained on `texts`.
+
+    A tokenizer without a pad token pads with its eos token (GPT-2's and Llama's have none)."""
+    name = model_name(config)
+    if config.tokenizer is None and name in TINY_MODELS and checkpoint is not None:
+        return _from_folder(transformers.AutoTokenizer, checkpoint, "tokenizer")
+    if config.tokenizer is not None:
+        tokenizer = _from_folder(transformers.AutoTokenizer, Path(config.tokenizer), "tokenizer")
+    elif name in TINY_MODELS:
+        return train_tokenizer(name, texts, config.vocab_size, config.max_length)
+    else:
+        tokenizer = _from_folder(transformers.AutoTokenizer, Path(name), "model")
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"the tokenizer of {name} has neither a pad nor an eos token to pad with")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(config: TrainConfig, tokenizer: Any, labels: Sequence[str]) -> transformers.PreTrainedModel:
+    """The model for `config.task`: a tiny architecture with random weights (seeded by `config.seed`) or a
+    local folder through the task's ``AutoModelFor...``; classification heads get `labels` as
+    ``id2label`` (a head of another size is re-initialised), a sequence classifier also Hugging Face's
+    ``problem_type``; a regression head has one output, named after the label field."""
+    name = model_name(config)
+    label_options = {}
+    if config.task == "sequence_classification" and config.problem_type == "regression":
+        labels = (config.label_field,)
+    if config.task in ("sequence_classification", "token_classification"):
+        label_options = {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {label: i for i, label in enumerate(labels)},
+        }
+    if config.task == "sequence_classification":
+        label_options["problem_type"] = PROBLEM_TYPES[config.problem_type]
+    auto_class = AUTO_CLASSES[config.task]
+    transformers.set_seed(config.seed)
+    if name in TINY_MODELS:
+        model_config = _tiny_config(name, config, tokenizer, label_options)
+        return auto_class.from_config(model_config)
+    model = _from_folder(auto_class, Path(name), "model", ignore_mismatched_sizes=True, **label_options)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def _tiny_config(name: str, config: TrainConfig, tokenizer: Any, label_options: dict) -> Any:
+    hidden, layers, heads = config.tiny_hidden_size, config.tiny_layers, config.tiny_heads
+    vocab = len(tokenizer)
+    if name == "tiny-bert":
+        return transformers.BertConfig(
+            vocab_size=vocab,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=4 * hidden,
+            max_position_embeddings=config.max_length,
+            pad_token_id=tokenizer.pad_token_id,
+            **label_options,
+        )
+    specials = {
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": tokenizer.eos_token_id,
+    }
+    if name == "tiny-gpt2":
+        return transformers.GPT2Config(
+            vocab_size=vocab,
+            n_positions=config.max_length,
+            n_embd=hidden,
+            n_layer=layers,
+            n_head=heads,
+            **specials,
+        )
+    if name == "tiny-llama":
+        return transformers.LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            intermediate_size=4 * hidden,
+            max_position_embeddings=config.max_length,
+            **specials,
+        )
+    return transformers.T5Config(
+        vocab_size=vocab,
+        d_model=hidden,
+        d_kv=hidden // heads,
+        d_ff=4 * hidden,
+        num_layers=layers,
+        num_heads=heads,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        **specials,
+    )
+
+
+def _from_folder(loader: Any, folder: Path, what: str, **kwargs: Any) -> Any:
+    if not folder.is_dir():
+        names = ", ".join(TINY_MODELS)
+        hint = f", nor one of the tiny architectures ({names})" if what == "model" else ""
+        raise ValueError(f"{what} {str(folder)!r} is not a folder{hint}")
+    try:
+        return loader.from_pretrained(str(folder), local_files_only=True, **kwargs)
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"cannot load a {what} from {folder}: {error}") from None
