@@ -24,6 +24,8 @@ from finetune_data import (
     write_jsonl,
 )
 from tunekit.finetune import train
+from tunekit.finetune.data import load_examples
+from tunekit.finetune.encode import encode
 from tunekit.finetune.models import load_model, load_tokenizer
 
 CLASSIFICATION_METRICS = {"epoch", "train_loss", "eval_loss", "accuracy", "macro_f1"}
@@ -210,6 +212,13 @@ def test_causal_lm_without_a_target_trains_on_the_whole_text(tmp_path):
     config = tiny_config(data, task="causal_lm", target_field="none", epochs="1", eval_fraction="0.25")
     train(config, tmp_path / "run", progress=False)
     check_report(tmp_path / "run", GENERATION_METRICS, 1)
+    # every token but the first is a target: the labels are the ids, <eos> appended, nothing masked
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "run" / "model")
+    rows = encode(load_examples(data, config), tokenizer, "causal_lm", {}, config.max_length).rows
+    for row, record in zip(rows, records, strict=True):
+        assert row["labels"] == row["input_ids"]
+        assert row["input_ids"][-1] == tokenizer.eos_token_id
+        assert tokenizer.decode(row["input_ids"][:-1]) == record["text"]
 
 
 class CtrlCInEpoch2(transformers.TrainerCallback):
