@@ -41,6 +41,8 @@ from .report import require
 
 __all__ = [
     "add_config_arguments",
+    "check_arms",
+    "check_at_least",
     "config_diff",
     "config_from_sources",
     "config_overrides",
@@ -60,6 +62,36 @@ def option(default: Any, help: str, *, changes_results: bool = True) -> Any:
     """A config field with its help text; ``changes_results=False`` for fields a finished run may change
     (which arms and seeds run, the device). Immutable defaults only (a tuple, not a list)."""
     return dataclasses.field(default=default, metadata={"help": help, "changes_results": changes_results})
+
+
+def check_arms(arms: tuple[str, ...], known: Mapping[str, Any]) -> None:
+    """ValueError unless `arms` is a non-empty selection of the names in `known`.
+
+    Example::
+
+        >>> check_arms(("ce",), {"ce": 1, "dece": 2})
+        >>> check_arms(("ce", "nope"), {"ce": 1, "dece": 2})
+        Traceback (most recent call last):
+        ValueError: arms must be some of ('ce', 'dece'), got ('ce', 'nope')
+    """
+    if not arms or any(arm not in known for arm in arms):
+        raise ValueError(f"arms must be some of {tuple(known)}, got {arms!r}")
+
+
+def check_at_least(config: Any, names: tuple[str, ...], minimum: int = 1) -> None:
+    """ValueError naming the first field of `names` whose value in `config` is below `minimum`.
+
+    Example::
+
+        >>> import types
+        >>> check_at_least(types.SimpleNamespace(epochs=0, seeds=1), ("seeds", "epochs"))
+        Traceback (most recent call last):
+        ValueError: epochs must be >= 1, got 0
+    """
+    for name in names:
+        value = getattr(config, name)
+        if value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
 
 
 class _ConversionError(ValueError):

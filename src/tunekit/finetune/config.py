@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..experiments.config import option
+from ..experiments.config import check_at_least, option
 from ..losses import CLASSIFICATION_LOSSES
 
 __all__ = [
@@ -202,9 +202,9 @@ class TrainConfig:
             raise ValueError("target_field is required for seq2seq (the output text)")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
-        for name in ("epochs", "batch_size", "gradient_accumulation_steps", "max_length", "tiny_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_at_least(
+            self, ("epochs", "batch_size", "gradient_accumulation_steps", "max_length", "tiny_layers")
+        )
         if self.tiny_hidden_size % self.tiny_heads:
             raise ValueError(
                 f"tiny_hidden_size ({self.tiny_hidden_size}) must be a multiple of "

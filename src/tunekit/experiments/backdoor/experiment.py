@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from ..common import cache_key, use_threads
-from ..config import option
+from ..config import check_arms, check_at_least, option
 from ..runner import Experiment, register
 from . import data as D
 from .arms import ARM_OBJECTIVES
@@ -81,27 +81,26 @@ class BackdoorConfig:
     }
 
     def validate(self) -> None:
-        unknown = [arm for arm in self.arms if arm not in ARM_OBJECTIVES]
-        if unknown or not self.arms:
-            raise ValueError(f"arms must be some of {tuple(ARM_OBJECTIVES)}, got {self.arms!r}")
+        check_arms(self.arms, ARM_OBJECTIVES)
         if not 0 < self.poison_rate < 1:
             raise ValueError(f"poison_rate must be in (0, 1), got {self.poison_rate!r}")
-        for name in (
-            "seeds",
-            "test_size",
-            "vocab_size",
-            "n_layer",
-            "n_embd",
-            "n_head",
-            "epochs",
-            "batch_size",
-            "max_length",
-            "max_new_tokens",
-            "attack_tokens",
-            "max_code_chars",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        check_at_least(
+            self,
+            (
+                "seeds",
+                "test_size",
+                "vocab_size",
+                "n_layer",
+                "n_embd",
+                "n_head",
+                "epochs",
+                "batch_size",
+                "max_length",
+                "max_new_tokens",
+                "attack_tokens",
+                "max_code_chars",
+            ),
+        )
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.n_embd % self.n_head:

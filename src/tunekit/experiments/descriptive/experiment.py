@@ -18,7 +18,7 @@ import torch
 
 from ..backdoor import data as D
 from ..common import cache_key, use_threads
-from ..config import option
+from ..config import check_arms, check_at_least, option
 from ..runner import Experiment, register
 from .arms import ARM_OBJECTIVES, objective_name
 
@@ -70,24 +70,23 @@ class DescriptiveConfig:
     }
 
     def validate(self) -> None:
-        unknown = [arm for arm in self.arms if arm not in ARM_OBJECTIVES]
-        if unknown or not self.arms:
-            raise ValueError(f"arms must be some of {tuple(ARM_OBJECTIVES)}, got {self.arms!r}")
-        for name in (
-            "seeds",
-            "test_size",
-            "vocab_size",
-            "n_layer",
-            "n_embd",
-            "n_head",
-            "epochs",
-            "batch_size",
-            "max_length",
-            "max_code_chars",
-            "num_random",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        check_arms(self.arms, ARM_OBJECTIVES)
+        check_at_least(
+            self,
+            (
+                "seeds",
+                "test_size",
+                "vocab_size",
+                "n_layer",
+                "n_embd",
+                "n_head",
+                "epochs",
+                "batch_size",
+                "max_length",
+                "max_code_chars",
+                "num_random",
+            ),
+        )
         if self.max_pairs < 0 or self.pretrain_epochs < 0:
             raise ValueError(
                 f"max_pairs and pretrain_epochs must be >= 0, got {self.max_pairs}, {self.pretrain_epochs}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from ..config import option
+from ..config import check_arms, option
 from ..runner import Experiment, register
 from ..textcls.config import ClassifierConfig
 from .arms import ARMS
@@ -42,9 +42,7 @@ class ImbalancedConfig(ClassifierConfig):
 
     def validate(self) -> None:
         super().validate()
-        unknown = [arm for arm in self.arms if arm not in ARMS]
-        if unknown or not self.arms:
-            raise ValueError(f"arms must be some of {tuple(ARMS)}, got {self.arms!r}")
+        check_arms(self.arms, ARMS)
         if self.focal_gamma < 0:
             raise ValueError(f"focal_gamma must be >= 0, got {self.focal_gamma!r}")
         if self.max_train < 0:

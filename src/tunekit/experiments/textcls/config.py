@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import option
+from ..config import check_at_least, option
 
 __all__ = ["ClassifierConfig"]
 
@@ -53,18 +53,10 @@ class ClassifierConfig:
         return f"A BERT of {self.layers} layers x {self.hidden_size} ({origin})"
 
     def validate(self) -> None:
-        for name in (
-            "seeds",
-            "vocab_size",
-            "max_length",
-            "hidden_size",
-            "layers",
-            "heads",
-            "epochs",
-            "batch_size",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        check_at_least(
+            self,
+            ("seeds", "vocab_size", "max_length", "hidden_size", "layers", "heads", "epochs", "batch_size"),
+        )
         if self.pretrain_epochs < 0:
             raise ValueError(f"pretrain_epochs must be >= 0, got {self.pretrain_epochs!r}")
         if not 0 <= self.dropout < 1:

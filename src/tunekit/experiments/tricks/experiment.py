@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import option
+from ..config import check_arms, check_at_least, option
 from ..runner import Experiment, register
 from ..textcls.config import ClassifierConfig
 from .arms import ARMS
@@ -45,11 +45,8 @@ class TricksConfig(ClassifierConfig):
 
     def validate(self) -> None:
         super().validate()
-        unknown = [arm for arm in self.arms if arm not in ARMS]
-        if unknown or not self.arms:
-            raise ValueError(f"arms must be some of {tuple(ARMS)}, got {self.arms!r}")
-        if self.families < 2:
-            raise ValueError(f"families must be >= 2, got {self.families!r}")
+        check_arms(self.arms, ARMS)
+        check_at_least(self, ("families",), minimum=2)
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         if not 0 < self.layer_decay <= 1:
@@ -57,8 +54,7 @@ class TricksConfig(ClassifierConfig):
         for name in ("fgm_epsilon", "pgd_epsilon", "pgd_alpha"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.pgd_steps < 1:
-            raise ValueError(f"pgd_steps must be >= 1, got {self.pgd_steps!r}")
+        check_at_least(self, ("pgd_steps",))
         if self.rdrop_alpha < 0:
             raise ValueError(f"rdrop_alpha must be >= 0, got {self.rdrop_alpha!r}")
 
