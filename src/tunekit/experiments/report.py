@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any
 
 __all__ = [
+    "epoch_line",
     "format_duration",
     "markdown_table",
     "mean_and_spread",
@@ -156,6 +157,18 @@ def mean_and_spread(values: Iterable[float], digits: int = 2) -> str:
         return f"{mean:.{digits}f} (n=1)"
     spread = statistics.stdev(values) if all(math.isfinite(v) for v in values) else math.nan
     return f"{mean:.{digits}f} ± {spread:.{digits}f} (n={len(values)})"
+
+
+def epoch_line(arm: str, seed: int, row: dict[str, float]) -> str:
+    """The progress line of one evaluated epoch: ``arm seed S epoch E: metric value, ...``.
+
+    Example::
+
+        >>> epoch_line("dece", 0, {"epoch": 2, "asr": 0.0, "bleu": 12.3456})
+        'dece seed 0 epoch 2: asr 0.000, bleu 12.346'
+    """
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "epoch")
+    return f"{arm} seed {seed} epoch {row['epoch']}: {metrics}"
 
 
 def format_duration(seconds: float) -> str:

@@ -16,6 +16,7 @@ import torch
 
 from ..common import cache_key, use_threads
 from ..config import check_arms, check_at_least, option
+from ..report import epoch_line
 from ..runner import Experiment, register
 from . import data as D
 from .arms import ARM_OBJECTIVES
@@ -247,10 +248,7 @@ def run_arm(
         samples[:] = [
             {"prompt": p.nl, "output": code} for p, code in zip(triggered[:5], attacked[:5], strict=True)
         ]
-        progress.write(
-            f"{arm} seed {seed} epoch {epoch}: "
-            + ", ".join(f"{k} {v:.3f}" for k, v in epochs[-1].items() if k != "epoch")
-        )
+        progress.write(epoch_line(arm, seed, epochs[-1]))
 
     if seed not in prepared.before_fine_tuning:
         evaluate(0, model.eval())

@@ -19,6 +19,7 @@ import torch
 from ..backdoor import data as D
 from ..common import cache_key, use_threads
 from ..config import check_arms, check_at_least, option
+from ..report import epoch_line
 from ..runner import Experiment, register
 from .arms import ARM_OBJECTIVES, objective_name
 
@@ -241,10 +242,7 @@ def run_arm(
             {"code": code, "reference": reference, "output": g.text}
             for code, reference, g in zip(codes[:5], references[:5], generated[:5], strict=True)
         ]
-        progress.write(
-            f"{arm} seed {seed} epoch {epoch}: "
-            + ", ".join(f"{k} {v:.3f}" for k, v in epochs[-1].items() if k != "epoch")
-        )
+        progress.write(epoch_line(arm, seed, epochs[-1]))
 
     if "epoch" not in prepared.before_fine_tuning:
         evaluate(0, model.eval())

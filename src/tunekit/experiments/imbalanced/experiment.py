@@ -14,12 +14,16 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..config import check_arms, option
+from ..report import epoch_line
 from ..runner import Experiment, register
 from ..textcls.config import ClassifierConfig
 from .arms import ARMS
+
+if TYPE_CHECKING:  # at run time only inside prepare: importing textcls.prepare imports torch
+    from ..textcls.prepare import Prepared
 
 __all__ = ["IMBALANCED", "ImbalancedConfig"]
 
@@ -49,15 +53,9 @@ class ImbalancedConfig(ClassifierConfig):
             raise ValueError(f"max_train must be >= 0, got {self.max_train!r}")
 
 
-@dataclass
-class Prepared:
-    encoder: Any  # textcls.prepare.Encoder
-    task: Any  # textcls.data.Task
-
-
 def prepare(config: ImbalancedConfig, cache_dir: Path, progress: Any) -> Prepared:
     from ..textcls.data import binary_task
-    from ..textcls.prepare import prepare_encoder
+    from ..textcls.prepare import Prepared, prepare_encoder
 
     encoder = prepare_encoder(config, cache_dir, progress)
     task = binary_task(encoder.texts, config.minority)
@@ -113,10 +111,7 @@ def run_arm(
                 "validation_pr_auc": M.average_precision(scores, validation_labels),
             }
         )
-        progress.write(
-            f"{arm} seed {seed} epoch {epoch}: "
-            + ", ".join(f"{k} {v:.3f}" for k, v in epochs[-1].items() if k != "epoch")
-        )
+        progress.write(epoch_line(arm, seed, epochs[-1]))
 
     predict = fine_tune(
         model,

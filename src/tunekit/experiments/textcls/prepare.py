@@ -13,7 +13,7 @@ from ..report import write_json
 from . import data as D
 from .config import ClassifierConfig
 
-__all__ = ["Encoder", "prepare_encoder"]
+__all__ = ["Encoder", "Prepared", "prepare_encoder"]
 
 
 @dataclass
@@ -24,6 +24,14 @@ class Encoder:
     texts: list[D.LabeledText]
     tokenizer: Any
     pretrained: Path | None
+
+
+@dataclass
+class Prepared:
+    """What a classification experiment's arms share: the encoder and the experiment's task."""
+
+    encoder: Encoder
+    task: Any  # textcls.data.Task
 
 
 def _cached_texts(root: Path, cache_dir: Path, progress: Any) -> list[D.LabeledText]:

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..config import check_arms, check_at_least, option
+from ..report import epoch_line
 from ..runner import Experiment, register
 from ..textcls.config import ClassifierConfig
 from .arms import ARMS
+
+if TYPE_CHECKING:  # at run time only inside prepare: importing textcls.prepare imports torch
+    from ..textcls.prepare import Prepared
 
 __all__ = ["TRICKS", "TricksConfig"]
 
@@ -59,15 +63,9 @@ class TricksConfig(ClassifierConfig):
             raise ValueError(f"rdrop_alpha must be >= 0, got {self.rdrop_alpha!r}")
 
 
-@dataclass
-class Prepared:
-    encoder: Any  # textcls.prepare.Encoder
-    task: Any  # textcls.data.Task
-
-
 def prepare(config: TricksConfig, cache_dir: Path, progress: Any) -> Prepared:
     from ..textcls.data import families_task
-    from ..textcls.prepare import prepare_encoder
+    from ..textcls.prepare import Prepared, prepare_encoder
 
     encoder = prepare_encoder(config, cache_dir, progress)
     return Prepared(encoder, families_task(encoder.texts, config.families))
@@ -102,10 +100,7 @@ def run_arm(
                 "validation_macro_f1": M.macro_f1(predicted, validation_labels, classes),
             }
         )
-        progress.write(
-            f"{arm} seed {seed} epoch {epoch}: "
-            + ", ".join(f"{k} {v:.3f}" for k, v in epochs[-1].items() if k != "epoch")
-        )
+        progress.write(epoch_line(arm, seed, epochs[-1]))
 
     predict = fine_tune(
         model,
