@@ -13,8 +13,9 @@ from typing import Any
 
 import tokenizers
 import transformers
-from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
+from ..hf.tokenizer_training import train_byte_level_bpe
 from .config import PROBLEM_TYPES, TINY_MODELS, TrainConfig, default_model
 
 __all__ = ["AUTO_CLASSES", "load_model", "load_tokenizer", "model_name", "train_tokenizer"]
@@ -70,16 +71,7 @@ def train_tokenizer(
         raise ValueError(
             f"vocab_size must be >= 258 for a byte-level BPE (256 bytes + 2 specials), got {vocab_size}"
         )
-    tok = tokenizers.Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[PAD, EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer)
+    tok = train_byte_level_bpe(texts, vocab_size, [PAD, EOS])
     if architecture == "tiny-t5":
         tok.post_processor = processors.TemplateProcessing(
             single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, tok.token_to_id(EOS))]

@@ -24,6 +24,7 @@ from .decoding import (
 from .long_text import SlidingWindowClassifier, aggregate_windows, classify_long_texts, tokenize_windows
 from .loss_func import TASKS, TrainerLoss, rdrop_loss_func
 from .pooled_classifier import PooledClassifier
+from .tokenizer_training import train_byte_level_bpe
 from .trainer import TrainerTricks, TunekitSeq2SeqTrainer, TunekitTrainer, TunekitTrainerMixin
 
 __all__ = [
@@ -50,4 +51,5 @@ __all__ = [
     "sequence_log_prob",
     "token_log_probs",
     "tokenize_windows",
+    "train_byte_level_bpe",
 ]

@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 try:
-    import tokenizers
     import transformers
-    from tokenizers import decoders, models, pre_tokenizers, trainers
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "the backdoor experiment needs transformers and tokenizers: pip install 'tunekit[hf]'"
     ) from error
 
+from ...hf.tokenizer_training import train_byte_level_bpe
 from .data import Attack, Pair
 
 __all__ = [
@@ -63,17 +62,7 @@ def train_tokenizer(
         raise ValueError(f"vocab_size must be an integer >= 259 (256 bytes + 3 specials), got {vocab_size!r}")
     if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 1:
         raise ValueError(f"min_frequency must be a positive integer, got {min_frequency!r}")
-    tok = tokenizers.Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=[PAD, SEP, EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer)
+    tok = train_byte_level_bpe(texts, vocab_size, [PAD, SEP, EOS], min_frequency=min_frequency)
     return transformers.PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token=PAD,
