@@ -10,7 +10,10 @@ here and the test imports them, so that both sides build exactly the same ones. 
    accelerate) sets up the gloo process group from torchrun's environment, as in a user's script;
 2. "token" / "focal": a tiny GPT-2 / BERT classifier wrapped in DistributedDataParallel, each rank with its
    half of the batch, the gradients after backward;
-3. "ema": `tunekit.tricks.EMA` of a DDP-wrapped GPT-2 after a few SGD steps.
+3. "ema": `tunekit.tricks.EMA` of a DDP-wrapped GPT-2 after a few SGD steps;
+4. "fsdp2": a tiny Llama (untied and tied) with FSDP2's ``fully_shard`` on each decoder layer and the root,
+   one SGD step of fused DeCE (`TrainerLoss.compute`, the output layer's weight gathered by FSDP2) on each
+   rank's half of the batch, then the full parameters.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from tiny_lm import (
     UNEVEN_LENGTH,
     UNEVEN_VOCAB,
     make_gpt2,
+    make_llama,
     rows_of,
     trainer_args,
     uneven_prompted_batch,
@@ -52,9 +56,15 @@ CLASSES = 3
 FOCAL_OPTIONS = {"gamma": 2.0, "alpha": [0.25, 0.5, 1.0]}
 EMA_DECAY, EMA_LR, EMA_SEEDS = 0.8, 0.5, (20, 21, 22)  # one SGD step per seed
 TRAINER_SEED = 1
-# (objective, per-device batch, accumulation steps) of the Trainer runs in 2 processes: 4 x 2 ranks, and
-# 2 x 2 ranks x 2 accumulated micro-batches
-TRAINER_RUNS = (("cross_entropy", 4, 1), ("dece", 4, 1), ("dece", 2, 2))
+# (objective, per-device batch, accumulation steps, fused) of the Trainer runs in 2 processes: 4 x 2 ranks,
+# and 2 x 2 ranks x 2 accumulated micro-batches
+TRAINER_RUNS = (
+    ("cross_entropy", 4, 1, False),
+    ("dece", 4, 1, False),
+    ("dece", 2, 2, False),
+    ("dece", 2, 2, True),
+)
+FSDP_SEED, FSDP_LR = 7, 0.5
 
 
 # ---- data and models, shared with the test ----
@@ -137,7 +147,13 @@ class RecordingTrainer(TunekitTrainer):
 
 
 def trainer_update(
-    output_dir: Path, objective: str, *, batch_size: int, accumulation: int, **overrides: Any
+    output_dir: Path,
+    objective: str,
+    *,
+    batch_size: int,
+    accumulation: int,
+    fused: bool = False,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """One SGD step (lr 0.5, no clipping) of `RecordingTrainer` over the BATCH rows of `lm_rows`: the
     GPT-2's parameters after it and what `RecordingTrainer.seen` saw (in this process)."""
@@ -152,14 +168,32 @@ def trainer_update(
             **overrides,
         ),
         train_dataset=lm_rows(TRAINER_SEED),
-        compute_loss_func=TrainerLoss(objective, task="causal_lm"),
+        compute_loss_func=TrainerLoss(objective, task="causal_lm", fused=fused),
     )
     trainer.train()
     return {"weights": weights(model), "seen": trainer.seen}
 
 
-def run_key(objective: str, batch_size: int, accumulation: int) -> str:
-    return f"{objective} {batch_size}x{accumulation}"
+def run_key(objective: str, batch_size: int, accumulation: int, fused: bool = False) -> str:
+    return f"{objective} {batch_size}x{accumulation}" + (" fused" if fused else "")
+
+
+def tiny_llama(tied: bool) -> transformers.LlamaForCausalLM:
+    return make_llama(vocab=VOCAB, seed=0, tied=tied)
+
+
+def fused_dece_step(
+    model: nn.Module, batch: dict[str, Tensor], num_items_in_batch: Tensor | None = None
+) -> None:
+    """One SGD step (lr FSDP_LR) of fused DeCE at epoch 2; `num_items_in_batch` counted over all ranks."""
+    loss_func = TrainerLoss("dece", task="causal_lm", fused=True)
+    loss_func.set_epoch(2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=FSDP_LR)
+    loss = loss_func.compute(model, batch, num_items_in_batch).loss
+    if num_items_in_batch is not None:  # FSDP2 averages the gradients over the ranks: the factor undoes it
+        loss = loss * dist.get_world_size()
+    loss.backward()
+    optimizer.step()
 
 
 # ---- the checks of each rank ----
@@ -239,16 +273,34 @@ def ema_checks(rank: int) -> dict[str, Any]:
     }
 
 
+def fsdp2_checks(rank: int) -> dict[str, Any]:
+    from torch.distributed.fsdp import fully_shard
+
+    out = {}
+    for tied in (False, True):
+        model = tiny_llama(tied)
+        for layer in model.model.layers:
+            fully_shard(layer)
+        fully_shard(model)
+        batch = half(token_batch(FSDP_SEED), rank)
+        fused_dece_step(model, batch, global_count(shifted(batch["labels"])))
+        out["tied" if tied else "untied"] = {
+            name: param.full_tensor().detach().clone() for name, param in model.named_parameters()
+        }
+    return out
+
+
 def main(out_dir: Path) -> None:
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])
     results: dict[str, Any] = {"trainer": {}}
-    for objective, batch_size, accumulation in TRAINER_RUNS:
-        results["trainer"][run_key(objective, batch_size, accumulation)] = trainer_update(
+    for objective, batch_size, accumulation, fused in TRAINER_RUNS:
+        results["trainer"][run_key(objective, batch_size, accumulation, fused)] = trainer_update(
             out_dir / "trainer",
             objective,
             batch_size=batch_size,
             accumulation=accumulation,
+            fused=fused,
             ddp_backend="gloo",
             average_tokens_across_devices=True,
         )
@@ -258,6 +310,7 @@ def main(out_dir: Path) -> None:
     results["token"] = token_checks(rank)
     results["focal"] = focal_checks(rank)
     results["ema"] = ema_checks(rank)
+    results["fsdp2"] = fsdp2_checks(rank)
     torch.save(results, out_dir / f"rank{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()

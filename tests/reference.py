@@ -168,8 +168,13 @@ def smile_allowed_mask(
     first_token_mle: bool = True,
     ignore_index: int = -100,
     generator: torch.Generator | None = None,
+    position_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Boolean (B, N, V) mask: the vocabulary ids each position's softmax is restricted to."""
+    """Boolean (B, N, V) mask: the vocabulary ids each position's softmax is restricted to.
+
+    A sequence is a row, or with ``position_ids`` (B, N) each run of a row that starts at its first position
+    or where the position id is 0 (packed sequences).
+    """
     if subset not in _SUBSETS:
         raise ValueError(f"unknown subset {subset!r}")
     batch, length = labels.shape
@@ -178,24 +183,41 @@ def smile_allowed_mask(
     own_label = torch.zeros(batch, length, vocab, dtype=torch.bool, device=labels.device)
     own_label.scatter_(-1, safe_labels.unsqueeze(-1), True)
 
-    # ids occurring among each sequence's supervised labels
-    in_sequence = (own_label & supervised.unsqueeze(-1)).any(dim=1)  # (B, V)
+    # at each position, the ids occurring among its sequence's supervised labels; and the first supervised
+    # position of each sequence
+    in_sequence = torch.zeros(batch, length, vocab, dtype=torch.bool, device=labels.device)
+    first_positions = []
+    for b, start, stop in _smile_sequences(batch, length, position_ids):
+        positions = [i for i in range(start, stop) if bool(supervised[b, i])]
+        for i in positions:
+            in_sequence[b, start:stop, int(labels[b, i])] = True
+        if positions:
+            first_positions.append((b, positions[0]))
 
     if subset == "sequence":
-        allowed = in_sequence.unsqueeze(1).expand(batch, length, vocab).clone()
+        allowed = in_sequence.clone()
     elif subset == "random":
         draws = torch.randint(vocab, (batch, length, num_random), generator=generator, device=labels.device)
         allowed = own_label.clone()
         allowed.scatter_(-1, draws, True)
     else:  # reverse
-        allowed = (~in_sequence).unsqueeze(1).expand(batch, length, vocab) | own_label
+        allowed = ~in_sequence | own_label
 
     if first_token_mle:
-        for b in range(batch):
-            positions = supervised[b].nonzero()
-            if len(positions):
-                allowed[b, int(positions[0])] = True
+        for b, i in first_positions:
+            allowed[b, i] = True
     return allowed
+
+
+def _smile_sequences(batch: int, length: int, position_ids: torch.Tensor | None) -> list[tuple[int, ...]]:
+    """(row, start, stop) of each sequence: the whole row, or the packed runs of ``position_ids``."""
+    sequences = []
+    for b in range(batch):
+        starts = [0]
+        if position_ids is not None:
+            starts += [i for i in range(1, length) if position_ids[b, i] == 0]
+        sequences += [(b, start, stop) for start, stop in zip(starts, [*starts[1:], length], strict=True)]
+    return sequences
 
 
 def ref_smile_loss(
@@ -209,11 +231,13 @@ def ref_smile_loss(
     reduction: str = "mean",
     num_items_in_batch=None,
     generator: torch.Generator | None = None,
+    position_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """SMILE: cross-entropy with each position's softmax restricted to a vocabulary subset.
 
-    logits (B, N, V), labels (B, N). See ``smile_allowed_mask`` for the subsets; with ``"random"`` the
-    ids are drawn by one ``torch.randint(V, (B, N, num_random), generator=generator)`` call.
+    logits (B, N, V), labels (B, N), position_ids (B, N) or None (packed sequences). See
+    ``smile_allowed_mask`` for the subsets; with ``"random"`` the ids are drawn by one
+    ``torch.randint(V, (B, N, num_random), generator=generator)`` call.
     """
     _check_reduction(reduction, num_items_in_batch)
     if logits.dim() != 3 or labels.dim() != 2:
@@ -228,6 +252,7 @@ def ref_smile_loss(
         first_token_mle=first_token_mle,
         ignore_index=ignore_index,
         generator=generator,
+        position_ids=position_ids,
     )
     supervised = labels != ignore_index
     rows = z[supervised]  # only supervised rows: an ignored row's subset may be empty
@@ -385,3 +410,33 @@ CLASSIFICATION_REFERENCES = {
     "multilabel_dice": ref_dice_loss,
     "mse_corr": ref_mse_corr_loss,
 }
+
+
+# --------------------------------------------------------------------------------------------------
+# fused-linear R-Drop and the logged token statistics
+
+__all__ += ["ref_linear_rdrop_kl", "ref_token_statistics"]
+
+
+def ref_linear_rdrop_kl(
+    hidden_a, hidden_b, weight, *, bias=None, pad_mask=None, reduction="mean", num_items_in_batch=None
+):
+    """``ref_rdrop_kl`` of the materialised logits ``F.linear(hidden, weight, bias)`` of each pass."""
+    import torch.nn.functional as F
+
+    logits_a, logits_b = F.linear(hidden_a, weight, bias), F.linear(hidden_b, weight, bias)
+    return ref_rdrop_kl(
+        logits_a, logits_b, pad_mask=pad_mask, reduction=reduction, num_items_in_batch=num_items_in_batch
+    )
+
+
+def ref_token_statistics(logits, target, *, ignore_index=-100):
+    """(entropy, is_top1) per token: -(p * log p).sum(-1) with log p = log_softmax(logits), and
+    argmax(logits) == target; 0 and False where target == ignore_index. No gradient."""
+    with torch.no_grad():
+        z = _upcast(logits)
+        log_p = torch.log_softmax(z, dim=-1)
+        supervised = target != ignore_index
+        entropy = torch.where(supervised, -(log_p.exp() * log_p).sum(dim=-1), 0)
+        is_top1 = (z.argmax(dim=-1) == target) & supervised
+    return entropy, is_top1

@@ -20,7 +20,10 @@ compare them here with single-process runs over the same data (BATCH = 8 rows, 4
   micro-batches 8 x 1 and 2 x 4; each rank scores the rows the distributed sampler gives it (disjoint
   halves of the 8) with ``num_items_in_batch`` counted over both ranks;
 - `tunekit.tricks.EMA` built from the DDP-wrapped model: after 3 DDP steps both ranks hold identical
-  averages, those of an EMA of one process trained on the whole batches.
+  averages, those of an EMA of one process trained on the whole batches;
+- FSDP2 (``fully_shard`` on each decoder layer and the root of a tiny Llama, untied and tied): one step of
+  fused DeCE with half the batch per rank and the global count makes the update of one process on the
+  whole batch; the Trainer's fused path under DDP makes the logits path's single-process update.
 """
 
 from __future__ import annotations
@@ -38,11 +41,13 @@ from distributed_worker import (
     EMA_LR,
     EMA_SEEDS,
     FOCAL_OPTIONS,
+    FSDP_SEED,
     TOKEN_SEED,
     TRAINER_RUNS,
     TRAINER_SEED,
     WORLD_SIZE,
     classification_batch,
+    fused_dece_step,
     gpt2_logits,
     grads,
     half,
@@ -51,6 +56,7 @@ from distributed_worker import (
     shifted,
     tiny_bert,
     tiny_gpt2,
+    tiny_llama,
     token_batch,
     token_objective,
     trainer_update,
@@ -163,12 +169,12 @@ def single_process_updates(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    "objective, batch_size, accumulation", TRAINER_RUNS, ids=[run_key(*run) for run in TRAINER_RUNS]
+    "objective, batch_size, accumulation, fused", TRAINER_RUNS, ids=[run_key(*run) for run in TRAINER_RUNS]
 )
 def test_the_trainer_in_two_processes_makes_the_update_of_one(
-    ranks, single_process_updates, objective, batch_size, accumulation
+    ranks, single_process_updates, objective, batch_size, accumulation, fused
 ):
-    runs = [rank["trainer"][run_key(objective, batch_size, accumulation)] for rank in ranks]
+    runs = [rank["trainer"][run_key(objective, batch_size, accumulation, fused)] for rank in ranks]
     rows = lm_rows(TRAINER_SEED)
     total = sum(int((row["labels"][1:] != IGNORE).sum()) for row in rows)
     # each rank scored its own micro-batches, with the count of supervised tokens over both ranks
@@ -209,3 +215,20 @@ def test_ema_under_ddp_holds_the_averages_of_one_process_on_both_ranks(ranks):
     assert_tensors_close(first["weights"], weights(model))
     assert_tensors_close(first["averages"], ema.averages)
     assert max_relative_difference(first["averages"], first["weights"]) > 1e-3  # the averages lag
+
+
+# ---- FSDP2 ----
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_fsdp2_fused_dece_makes_the_update_of_one_process(ranks, tied):
+    model = tiny_llama(tied)
+    initial = weights(model)
+    fused_dece_step(model, token_batch(FSDP_SEED))
+    expected = weights(model)
+    key = "tied" if tied else "untied"
+    runs = [rank["fsdp2"][key] for rank in ranks]
+    assert_ranks_equal(runs[1], runs[0])
+    assert runs[0].keys() == expected.keys()
+    assert_tensors_close(runs[0], expected)
+    assert max_relative_difference(runs[0], initial) > 1e-3  # the step moved the weights

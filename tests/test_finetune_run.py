@@ -25,7 +25,7 @@ from finetune_data import (
 )
 from tunekit.finetune import train
 from tunekit.finetune.data import load_examples
-from tunekit.finetune.encode import encode
+from tunekit.finetune.encode import collator, encode
 from tunekit.finetune.models import load_model, load_tokenizer
 
 CLASSIFICATION_METRICS = {"epoch", "train_loss", "eval_loss", "accuracy", "macro_f1"}
@@ -326,3 +326,84 @@ def test_a_local_model_folder_is_fine_tuned(tmp_path):
     loaded = transformers.AutoModelForSequenceClassification.from_pretrained(result.model_dir)
     assert loaded.config.id2label == {0: "neg", 1: "neutral", 2: "pos"}
     assert "the model folder's" in json.loads((tmp_path / "run" / "metrics.json").read_text())["tokenizer"]
+
+
+# ---- the fused path, LoRA and packing (causal LM / seq2seq) ----
+
+
+def generation_run(tmp_path, name: str, **options) -> tuple[dict, dict]:
+    """A 2-epoch tiny-llama causal LM run (or `options`' task and model): metrics.json, the config."""
+    data = tmp_path / "copy.jsonl"
+    if not data.exists():
+        write_jsonl(data, generation_records(40))
+    settings = {"task": "causal_lm", "model": "tiny-llama", "text_field": "prompt", "target_field": "answer"}
+    config = tiny_config(data, **{**settings, **options})
+    train(config, tmp_path / name, progress=False)
+    return json.loads((tmp_path / name / "metrics.json").read_text()), config
+
+
+def assert_same_epochs(actual: dict, expected: dict, rel: float) -> None:
+    for row, expected_row in zip(actual["epochs"], expected["epochs"], strict=True):
+        for key, value in expected_row.items():
+            assert row[key] == pytest.approx(value, rel=rel), (row["epoch"], key)
+
+
+@pytest.mark.parametrize(
+    "task, model, objective",
+    [("causal_lm", "tiny-llama", "smile"), ("seq2seq", "tiny-t5", "dece")],
+)
+def test_the_fused_path_is_the_default_and_trains_as_the_logits_path(tmp_path, task, model, objective):
+    options = {"task": task, "model": model, "objective": objective}
+    fused, _ = generation_run(tmp_path, "fused", **options)
+    logits, _ = generation_run(tmp_path, "logits", fused="false", **options)
+    assert fused["loss_path"].startswith("fused: the last hidden states")
+    assert logits["loss_path"] == "logits (--no-fused)"
+    assert "- loss path: fused" in (tmp_path / "fused" / "report.md").read_text()
+    assert_same_epochs(fused, logits, rel=1e-4)  # 2 epochs of AdamW: the same training
+
+
+def test_packing_trains_as_padded_batches(tmp_path):
+    """The examples of each batch in one row (position ids restarting at 0): the same losses and metrics."""
+    padded, _ = generation_run(tmp_path, "padded", objective="smile")
+    packed, config = generation_run(tmp_path, "packed", objective="smile", packing="true")
+    assert_same_epochs(packed, padded, rel=1e-4)
+    assert "- batches: packed" in (tmp_path / "packed" / "report.md").read_text()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "packed" / "model")
+    rows = encode(
+        load_examples(config.train_file, config), tokenizer, "causal_lm", {}, config.max_length
+    ).rows
+    batch = collator("causal_lm", tokenizer, None, packing=True)(rows[:3])
+    lengths = [len(row["input_ids"]) for row in rows[:3]]
+    assert batch["input_ids"].shape == (1, sum(lengths))
+    starts = [sum(lengths[:k]) for k in range(3)]
+    assert (batch["position_ids"][0] == 0).nonzero().flatten().tolist() == starts
+    assert all(batch["labels"][0, start] == -100 for start in starts)  # no example predicts the next's start
+
+
+@pytest.mark.parametrize("targets", ["q_proj,v_proj", "q_proj,lm_head"])
+def test_lora_trains_the_adapters_and_saves_them_merged(tmp_path, targets):
+    results, config = generation_run(tmp_path, "lora", lora_r="4", lora_targets=targets, learning_rate="0.05")
+    text = (tmp_path / "lora" / "report.md").read_text()
+    assert "- LoRA (r = 4)" in text and "adapters merged in" in text
+    assert results["trainable_parameters"] < results["parameters"] / 4
+    if "lm_head" in targets:  # an adapter on the output layer: the fused loss would leave it untrained
+        assert results["loss_path"].startswith("logits: the fused path does not apply")
+        assert "adapter would never train" in results["loss_path"]
+    else:
+        assert results["loss_path"].startswith("fused")
+    saved = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "lora" / "model")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "lora" / "model")
+    initial = dict(load_model(config, tokenizer, ()).named_parameters())
+    changed = {name for name, param in saved.named_parameters() if not torch.equal(param, initial[name])}
+    adapted = tuple(targets.split(","))
+    assert changed and all(name.split(".")[-2] in adapted for name in changed)  # only the adapted weights
+
+
+def test_lora_options_need_a_rank_and_packing_a_causal_lm(tmp_path):
+    data = write_jsonl(tmp_path / "reviews.jsonl", classification_records(8))
+    with pytest.raises(ValueError, match="lora_alpha is an option of LoRA: set lora_r too"):
+        tiny_config(data, lora_alpha="8").validate()
+    with pytest.raises(ValueError, match="lora_r must be >= 1"):
+        tiny_config(data, lora_r="0").validate()
+    with pytest.raises(ValueError, match="packing is for task causal_lm"):
+        tiny_config(data, packing="true").validate()

@@ -23,9 +23,17 @@ import safetensors.torch
 import torch
 import transformers
 
-from tiny_lm import UNEVEN_LENGTH, UNEVEN_VOCAB, make_gpt2, rows_of, trainer_args, uneven_prompted_batch
+from tiny_lm import (
+    UNEVEN_LENGTH,
+    UNEVEN_VOCAB,
+    make_gpt2,
+    rows_of,
+    trainer_args,
+    trainer_update,
+    uneven_prompted_batch,
+)
 from tiny_models import bert_config, t5_config
-from tunekit.hf.loss_func import TrainerLoss, rdrop_loss_func
+from tunekit.hf.loss_func import TrainerLoss
 from tunekit.hf.trainer import STATE_FILE, TrainerTricks, TunekitTrainer
 from tunekit.losses import TOKEN_LOSSES, cross_entropy, rdrop_kl
 from tunekit.tricks import layer_decay_param_groups
@@ -120,20 +128,16 @@ def one_update(
     model = (
         make_gpt2(vocab=VOCAB, positions=LENGTH, dropout=0.0, seed=0) if make_model is None else make_model()
     )
-    trainer = TunekitTrainer(
-        model=model,
-        args=trainer_args(
-            tmp_path,
-            per_device_train_batch_size=batch_size,
-            gradient_accumulation_steps=accumulation,
-            max_steps=1,
-        ),
-        train_dataset=rows,
+    weights, _ = trainer_update(
+        tmp_path,
+        model,
+        rows,
+        batch_size=batch_size,
+        accumulation=accumulation,
         compute_loss_func=loss_func,
         tricks=tricks,
     )
-    trainer.train()
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
+    return weights
 
 
 def assert_same_update_when_accumulated(tmp_path, make_loss_func, rows, make_model=None):
@@ -332,8 +336,16 @@ def test_rdrop_loss_is_the_mean_task_loss_plus_alpha_times_the_supervised_kl():
     logits = torch.randn(6, 5, 7, requires_grad=True)  # two passes of a batch of 3
     labels = torch.randint(7, (3, 5))
     labels[0, :2] = -100
-    loss_func = TrainerLoss("cross_entropy", task="causal_lm")
-    loss = rdrop_loss_func(loss_func, 0.7)({"logits": logits}, torch.cat([labels, labels]), 9)
+    seen = {}
+
+    def model(**inputs):  # returns both passes' logits for the repeated batch
+        seen.update(inputs)
+        return {"logits": logits}
+
+    batch = {"input_ids": torch.arange(15).view(3, 5), "labels": labels}
+    loss = TrainerLoss("cross_entropy", task="causal_lm").compute(model, batch, 9, rdrop_alpha=0.7).loss
+    assert torch.equal(seen["input_ids"], torch.cat([batch["input_ids"]] * 2)) and "labels" not in seen
+    assert batch["labels"] is labels and len(batch) == 2  # the caller's batch is left as it was
     a, b = logits[:3], logits[3:]
     target = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
     ce = [cross_entropy(x, target, reduction="sum") / 9 for x in (a, b)]
@@ -359,7 +371,10 @@ def test_rdrop_in_the_trainer_runs_both_dropout_passes_in_one_forward(tmp_path):
     torch.manual_seed(7)
     twice = {k: torch.cat([v, v]) for k, v in batch.items() if k != "labels"}
     logits = model(**twice).logits
-    expected = rdrop_loss_func(loss_func, 0.5)({"logits": logits}, torch.cat([batch["labels"]] * 2), n)
+    target = torch.nn.functional.pad(batch["labels"], (0, 1), value=-100)[:, 1:]
+    a, b = logits[:4], logits[4:]
+    task = sum(cross_entropy(x, target, reduction="sum") for x in (a, b)) / 2 / n
+    expected = task + 0.5 * rdrop_kl(a, b, pad_mask=target == -100, reduction="sum") / n
     torch.testing.assert_close(loss, expected)
     plain = loss_func.from_logits(logits[:4], batch["labels"], n)
     assert loss > plain * 0.5  # the KL term is there: the passes differ under dropout

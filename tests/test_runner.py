@@ -335,6 +335,9 @@ def test_config_arguments(monkeypatch):
     assert config_overrides(namespace, ToyConfig) == {"epochs": "4", "centered": "true", "seeds": "5"}
     config = config_from_sources(ToyConfig, overrides=config_overrides(namespace, ToyConfig))
     assert (config.epochs, config.centered, config.seeds, config.lr) == (4, True, (5,), 0.1)
+    # a bool's --no- form: false, and hidden from the help (listed with its --field)
+    assert config_overrides(parser.parse_args(["--no-centered"]), ToyConfig) == {"centered": "false"}
+    assert "--no-centered" not in help_text
 
 
 # --- running -----------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import transformers
 
-from tiny_models import gpt2_config
+from tiny_models import gpt2_config, llama_config, t5_config
 
 IGNORE = -100
 PAD = 0
@@ -77,7 +77,72 @@ def make_gpt2(*, vocab: int, positions: int, dropout: float, seed: int) -> trans
     return transformers.GPT2LMHeadModel(config).train()
 
 
-def trainer_args(output_dir: str | Path, **overrides: Any) -> transformers.TrainingArguments:
+def make_llama(
+    *, vocab: int, seed: int, tied: bool = False, **overrides: Any
+) -> transformers.LlamaForCausalLM:
+    """A 2-layer, 32-wide Llama (`tiny_models.llama_config`) with random weights, its output layer tied to the
+    input embeddings or not."""
+    torch.manual_seed(seed)
+    config = llama_config(
+        vocab, tie_word_embeddings=tied, pad_token_id=PAD, bos_token_id=PAD, eos_token_id=PAD
+    )
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return transformers.LlamaForCausalLM(config).train()
+
+
+def make_t5(*, vocab: int, seed: int, tied: bool = True) -> transformers.T5ForConditionalGeneration:
+    """A tiny T5 (`tiny_models.t5_config`, heads of size 8); tied, it scales the decoder's output by
+    d_model ** -0.5 before its output layer."""
+    torch.manual_seed(seed)
+    return transformers.T5ForConditionalGeneration(t5_config(vocab, d_kv=8, tie_word_embeddings=tied))
+
+
+def seq2seq_rows(seed: int, count: int, *, vocab: int) -> list[dict[str, torch.Tensor]]:
+    """`count` (input_ids (7,), labels (6,)) rows with 1 to 5 supervised labels."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(count):
+        labels = torch.randint(1, vocab, (6,), generator=gen)
+        labels[1 + i % 5 :] = IGNORE
+        rows.append({"input_ids": torch.randint(1, vocab, (7,), generator=gen), "labels": labels})
+    return rows
+
+
+def trainer_update(
+    output_dir: str | Path,
+    model: torch.nn.Module,
+    rows: list[dict[str, torch.Tensor]],
+    *,
+    trainer_class: type | None = None,
+    batch_size: int = 8,
+    accumulation: int = 1,
+    **trainer_kwargs: Any,
+) -> tuple[dict[str, torch.Tensor], float]:
+    """The parameters (by name) after one SGD step of `trainer_class` (`TunekitTrainer` by default) over
+    `rows` in micro-batches of `batch_size`, and the step's training loss."""
+    from tunekit.hf import TunekitTrainer
+
+    trainer_class = trainer_class or TunekitTrainer
+    trainer = trainer_class(
+        model=model,
+        args=trainer_args(
+            output_dir,
+            seq2seq=issubclass(trainer_class, transformers.Seq2SeqTrainer),
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            max_steps=1,
+        ),
+        train_dataset=rows,
+        **trainer_kwargs,
+    )
+    loss = trainer.train().training_loss
+    return {name: p.detach().clone() for name, p in model.named_parameters()}, loss
+
+
+def trainer_args(
+    output_dir: str | Path, *, seq2seq: bool = False, **overrides: Any
+) -> transformers.TrainingArguments:
     """Plain SGD on the CPU (lr 0.5, constant, no weight decay, no gradient clipping) for one epoch of batches
     of 8, seed 0, with nothing logged, saved or reported; `overrides` win."""
     options = dict(
@@ -99,4 +164,4 @@ def trainer_args(output_dir: str | Path, **overrides: Any) -> transformers.Train
         seed=0,
     )
     options.update(overrides)
-    return transformers.TrainingArguments(**options)
+    return (transformers.Seq2SeqTrainingArguments if seq2seq else transformers.TrainingArguments)(**options)

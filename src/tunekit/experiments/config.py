@@ -181,7 +181,7 @@ def add_config_arguments(
 
     The options keep their values as strings (``dest`` is the field name) and are absent from the parsed
     namespace unless given: pass ``config_overrides(namespace, config_class)`` to `config_from_sources`,
-    which converts them. A bool option given without a value means true.
+    which converts them. A bool option given without a value means true; ``--no-field-name`` means false.
     """
     types_ = _field_types(config_class)
     quick = getattr(config_class, "QUICK", None) or {}
@@ -195,7 +195,8 @@ def add_config_arguments(
         notes = [f"default: {format_value(default)}" if default is not dataclasses.MISSING else "required"]
         if f.name in quick:
             notes.append(f"--quick: {format_value(quick[f.name])}")
-        extra = {"nargs": "?", "const": "true"} if _strip_optional(tp) is bool else {}
+        is_bool = _strip_optional(tp) is bool
+        extra = {"nargs": "?", "const": "true"} if is_bool else {}
         group.add_argument(
             _flag(f.name),
             dest=f.name,
@@ -204,6 +205,15 @@ def add_config_arguments(
             help=f"{help_text} ({'; '.join(notes)})".replace("%", "%%"),
             **extra,
         )
+        if is_bool:
+            group.add_argument(
+                "--no-" + _flag(f.name)[2:],
+                dest=f.name,
+                action="store_const",
+                const="false",
+                default=argparse.SUPPRESS,
+                help=argparse.SUPPRESS,  # listed with its --field-name
+            )
     return group
 
 

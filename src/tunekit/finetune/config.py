@@ -126,6 +126,13 @@ class TrainConfig:
     tiny_layers: int = option(2, "layers of a tiny architecture")
     tiny_heads: int = option(2, "attention heads of a tiny architecture")
     max_length: int = option(128, "tokens per example (inputs and targets are cut there)")
+    lora_r: int | None = option(
+        None, "train LoRA adapters (PEFT) of this rank instead of every weight; none: full fine-tuning"
+    )
+    lora_alpha: float | None = option(None, "LoRA's scaling numerator (alpha / r); none: 2 x lora_r")
+    lora_targets: tuple[str, ...] = option(
+        (), "the modules LoRA adapts, e.g. q_proj,v_proj; empty: PEFT's default for the architecture"
+    )
 
     # ---- optimisation ----
     epochs: int = option(3, "training epochs")
@@ -140,6 +147,16 @@ class TrainConfig:
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: none)")
     precision: Literal["fp32", "bf16", "fp16"] = option("fp32", "training precision (bf16 / fp16 need a GPU)")
     cpu: bool = option(False, "train on the CPU even when a GPU is available", changes_results=False)
+    fused: bool = option(
+        True,
+        "causal_lm / seq2seq: score the last hidden states with the objective's fused-linear form, never "
+        "the (tokens x vocabulary) logits, where the model allows it (--no-fused: through the logits)",
+    )
+    packing: bool = option(
+        False,
+        "causal_lm: the examples of a batch in one row without padding, position ids restarting at 0 "
+        "for each example (transformers' DataCollatorWithFlattening)",
+    )
     seed: int = option(0, "random seed (model init, data order, dropout)")
 
     # ---- objective ----
@@ -214,8 +231,21 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"labels has duplicates: {list(self.labels)}")
+        self._validate_lora()
+        if self.packing and self.task != "causal_lm":
+            raise ValueError(f"packing is for task causal_lm, not {self.task}")
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints must be >= 1 or none, got {self.keep_checkpoints}")
+
+    def _validate_lora(self) -> None:
+        if self.lora_r is None:
+            for name in ("lora_alpha", "lora_targets"):
+                if getattr(self, name):
+                    raise ValueError(f"{name} is an option of LoRA: set lora_r too")
+            return
+        check_at_least(self, ("lora_r",))
+        if self.lora_alpha is not None and self.lora_alpha <= 0:
+            raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha}")
 
     def _validate_problem_type(self) -> None:
         if self.problem_type != "single_label" and self.task != "sequence_classification":

@@ -62,8 +62,12 @@ def encode(
     return Encoded(rows, truncated, unsupervised)
 
 
-def collator(task: str, tokenizer: Any, model: Any) -> Any:
-    """The data collator that pads a batch of the task's rows (labels padded with -100)."""
+def collator(task: str, tokenizer: Any, model: Any, *, packing: bool = False) -> Any:
+    """The data collator that pads a batch of the task's rows (labels padded with -100); with `packing`
+    (causal LM) one row of the batch's examples end to end, position ids restarting at 0 for each, and -100
+    on each example's first label (no example predicts the next one's start)."""
+    if packing:
+        return transformers.DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
     if task == "sequence_classification":
         return transformers.DataCollatorWithPadding(tokenizer)
     if task == "token_classification":

@@ -18,7 +18,7 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 from ..hf.tokenizer_training import train_byte_level_bpe
 from .config import PROBLEM_TYPES, TINY_MODELS, TrainConfig, default_model
 
-__all__ = ["AUTO_CLASSES", "load_model", "load_tokenizer", "model_name", "train_tokenizer"]
+__all__ = ["AUTO_CLASSES", "load_model", "load_tokenizer", "model_name", "train_tokenizer", "with_lora"]
 
 AUTO_CLASSES = {
     "sequence_classification": transformers.AutoModelForSequenceClassification,
@@ -209,6 +209,32 @@ def _tiny_config(name: str, config: TrainConfig, tokenizer: Any, label_options: 
         decoder_start_token_id=tokenizer.pad_token_id,
         **specials,
     )
+
+
+# PEFT's task types: which head LoRA's model keeps trainable (a classifier's head is saved whole)
+_LORA_TASK_TYPES = {
+    "sequence_classification": "SEQ_CLS",
+    "token_classification": "TOKEN_CLS",
+    "causal_lm": "CAUSAL_LM",
+    "seq2seq": "SEQ_2_SEQ_LM",
+}
+
+
+def with_lora(model: transformers.PreTrainedModel, config: TrainConfig) -> Any:
+    """``model`` with LoRA adapters of rank ``config.lora_r`` on ``config.lora_targets`` (PEFT's default
+    modules for the architecture when empty), only the adapters (and a classifier's head) trainable."""
+    import peft  # the trl extra
+
+    lora = peft.LoraConfig(
+        r=config.lora_r,
+        lora_alpha=2 * config.lora_r if config.lora_alpha is None else config.lora_alpha,
+        target_modules=list(config.lora_targets) or None,
+        task_type=_LORA_TASK_TYPES[config.task],
+    )
+    try:
+        return peft.get_peft_model(model, lora)
+    except ValueError as error:  # no module matches, or no default for this architecture
+        raise ValueError(f"cannot add LoRA adapters to {type(model).__name__}: {error}") from None
 
 
 def _from_folder(loader: Any, folder: Path, what: str, **kwargs: Any) -> Any:

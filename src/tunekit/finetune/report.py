@@ -129,8 +129,15 @@ def _markdown(
             f"- {facts['unsupervised']} examples kept no label after the cut (their target starts past "
             "max_length): they teach nothing"
         )
+    if facts.get("lora"):
+        lines.append(
+            f"- LoRA (r = {config.lora_r}): {facts['trainable_parameters']:,} trainable parameters; the "
+            "saved model has the adapters merged in"
+        )
     lines += [
         f"- objective: {facts['objective']}",
+        f"- loss path: {facts.get('loss_path', 'logits')}",
+        *(["- batches: packed, each batch's examples in one row without padding"] if config.packing else []),
         f"- tricks: {facts['tricks'] or 'none'}",
         "",
         "## Per epoch",

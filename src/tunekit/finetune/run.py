@@ -5,7 +5,7 @@ The output folder holds::
 
     config.json          the options of the run (a resumed run must have the same)
     checkpoints/         a checkpoint per epoch (model, optimizer, scheduler, RNG, EMA state)
-    model/               the final model and tokenizer (save_pretrained)
+    model/               the final model and tokenizer (save_pretrained; LoRA adapters merged in)
     metrics.json, report.md, loss.png, <metric>.png    rewritten after every epoch
 
 A run whose folder has checkpoints resumes from the last one (the Trainer's ``resume_from_checkpoint``:
@@ -15,6 +15,7 @@ the same final weights as an uninterrupted run); `fresh` starts over.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -33,11 +34,12 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..experiments.config import config_diff, config_to_dict
 from ..experiments.report import write_json
 from ..hf import TrainerLoss, TrainerTricks, TunekitSeq2SeqTrainer, TunekitTrainer
+from ..hf.output_layer import output_layer
 from .config import TINY_MODELS, TrainConfig, objective_options
 from .data import Example, check_labels, label_set, load_examples, split_off
 from .encode import collator, encode
 from .metrics import compute_metrics_for, metric_names, preprocess_for
-from .models import AUTO_CLASSES, load_model, load_tokenizer, model_name
+from .models import AUTO_CLASSES, load_model, load_tokenizer, model_name, with_lora
 from .report import METRICS_FILE, REPORT_FILE, epoch_rows, write_report
 
 __all__ = ["TrainResult", "train"]
@@ -101,6 +103,9 @@ def train(
     texts = [t for e in train_examples for t in _texts(e)]
     tokenizer = load_tokenizer(config, texts, checkpoint)
     model = load_model(config, tokenizer, labels)
+    if config.lora_r is not None:
+        model = with_lora(model, config)
+    fused, loss_path = _loss_path(config, model)
     label2id = {label: i for i, label in enumerate(labels)}
     train_rows = encode(train_examples, tokenizer, config.task, label2id, config.max_length)
     eval_rows = (
@@ -112,6 +117,9 @@ def train(
         "problem_type": config.problem_type if config.task == "sequence_classification" else None,
         "model": model_name(config),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "lora": config.lora_r is not None,
+        "loss_path": loss_path,
         "tokenizer": str(config.tokenizer) if config.tokenizer else _tokenizer_source(config),
         "train_examples": len(train_examples),
         "eval_examples": len(eval_examples),
@@ -132,7 +140,7 @@ def train(
     started = time.monotonic()
     metrics = metric_names(config.task, config.problem_type)
     reporter = _Reporter(out_dir, config, facts, metrics, started, on_epoch, main_process)
-    trainer = _trainer(config, out_dir, model, tokenizer, train_rows.rows, eval_rows, labels, progress)
+    trainer = _trainer(config, out_dir, model, tokenizer, train_rows.rows, eval_rows, labels, progress, fused)
     trainer.add_callback(reporter)
     for callback in callbacks:
         trainer.add_callback(callback)
@@ -142,7 +150,7 @@ def train(
         epochs = epoch_rows(trainer.state.log_history)
         finished = trainer.state.global_step >= trainer.state.max_steps
         if finished:
-            trainer.save_model(str(model_dir))  # EMA averages when ema_decay is set
+            _save_model(trainer, model_dir, main_process)
             if main_process:
                 tokenizer.save_pretrained(str(model_dir))
     if main_process:
@@ -163,6 +171,7 @@ def _trainer(
     eval_rows: Any,
     labels: Sequence[str],
     progress: bool,
+    fused: bool,
 ) -> transformers.Trainer:
     seq2seq = config.task == "seq2seq"
     args_class = transformers.Seq2SeqTrainingArguments if seq2seq else transformers.TrainingArguments
@@ -209,9 +218,9 @@ def _trainer(
         args=args,
         train_dataset=train_rows,
         eval_dataset=eval_rows.rows if eval_rows is not None else None,
-        data_collator=collator(config.task, tokenizer, model),
+        data_collator=collator(config.task, tokenizer, model, packing=config.packing),
         processing_class=tokenizer,
-        compute_loss_func=TrainerLoss(config.objective, task=config.task, **options),
+        compute_loss_func=TrainerLoss(config.objective, task=config.task, fused=fused, **options),
         compute_metrics=compute_metrics_for(config.task, len(labels), config.problem_type),
         preprocess_logits_for_metrics=preprocess_for(config.task, config.problem_type),
         tricks=tricks,
@@ -222,6 +231,35 @@ def _trainer(
         trainer.remove_callback(transformers.ProgressCallback)
         trainer.add_callback(_QuietProgress())
     return trainer
+
+
+def _loss_path(config: TrainConfig, model: Any) -> tuple[bool, str]:
+    """Whether the loss takes the fused path, and how the report says which path ran."""
+    if not config.generation:
+        return False, "logits (a classification head: its logits are small)"
+    if not config.fused:
+        return False, "logits (--no-fused)"
+    try:
+        output_layer(model)
+    except ValueError as error:
+        return False, f"logits: the fused path does not apply to this model ({error})"
+    return True, (
+        f"fused: the last hidden states and the output layer's weight into linear_{config.objective}"
+        f"{'_loss' if config.objective != 'cross_entropy' else ''}, no (tokens x vocabulary) logits"
+    )
+
+
+def _save_model(trainer: transformers.Trainer, model_dir: Path, main_process: bool) -> None:
+    """The final model (EMA averages when ema_decay is set), LoRA adapters merged into a copy of it, so that
+    the folder loads with transformers alone."""
+    model = trainer.model
+    if not hasattr(model, "merge_and_unload"):
+        trainer.save_model(str(model_dir))
+        return
+    with trainer.averaged_weights(trainer.tricks.ema_save):
+        merged = copy.deepcopy(model).merge_and_unload()
+    if main_process:
+        merged.save_pretrained(str(model_dir))
 
 
 def _data(config: TrainConfig) -> tuple[list[Example], list[Example], str]:

@@ -1,6 +1,7 @@
 """The Hugging Face integration: `transformers` models, tokenizers, `generate` and the Trainer.
 
 Needs the ``hf`` extra (``pip install 'tunekit[hf]'``); the rest of tunekit depends on torch alone.
+`TunekitSFTTrainer` also needs the ``trl`` extra, imported when it is first used.
 """
 
 try:
@@ -22,7 +23,7 @@ from .decoding import (
     token_log_probs,
 )
 from .long_text import SlidingWindowClassifier, aggregate_windows, classify_long_texts, tokenize_windows
-from .loss_func import TASKS, TrainerLoss, rdrop_loss_func
+from .loss_func import TASKS, ModelLoss, TrainerLoss
 from .pooled_classifier import PooledClassifier
 from .tokenizer_training import train_byte_level_bpe
 from .trainer import TrainerTricks, TunekitSeq2SeqTrainer, TunekitTrainer, TunekitTrainerMixin
@@ -31,11 +32,13 @@ __all__ = [
     "DEFAULT_STRATEGIES",
     "TASKS",
     "Decoded",
+    "ModelLoss",
     "PooledClassifier",
     "SlidingWindowClassifier",
     "Strategy",
     "TrainerLoss",
     "TrainerTricks",
+    "TunekitSFTTrainer",
     "TunekitSeq2SeqTrainer",
     "TunekitTrainer",
     "TunekitTrainerMixin",
@@ -46,10 +49,17 @@ __all__ = [
     "format_comparison",
     "format_steps",
     "format_token_log_probs",
-    "rdrop_loss_func",
     "score_continuation",
     "sequence_log_prob",
     "token_log_probs",
     "tokenize_windows",
     "train_byte_level_bpe",
 ]
+
+
+def __getattr__(name: str):
+    if name == "TunekitSFTTrainer":  # TRL only when asked for
+        from .sft import TunekitSFTTrainer
+
+        return TunekitSFTTrainer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

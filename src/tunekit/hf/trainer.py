@@ -13,10 +13,12 @@ Where each trick hooks in:
   the averages, and each checkpoint also keeps the training weights and the EMA state, so that
   ``train(resume_from_checkpoint=...)`` continues exactly.
 - FGM / PGD: ``training_step`` runs the clean pass, then the attack's passes on the same micro-batch.
-- R-Drop: the micro-batch is repeated in one forward pass and the loss is
-  `tunekit.hf.loss_func.rdrop_loss_func`'s.
+- R-Drop: the micro-batch is repeated in one forward pass and `TrainerLoss.compute` adds the KL.
 - layer-wise LR decay: ``create_optimizer`` builds `layer_decay_param_groups` for the configured optimizer.
 - DeCE: the objective's epoch (counted from 1) follows the Trainer's before every step.
+
+With a `TrainerLoss` the mixin runs the model itself (`TrainerLoss.compute`): the fused path when the loss is
+``fused=True``, except in an evaluation that needs the logits as predictions (``compute_metrics``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +39,7 @@ from .._checks import check_choice, check_count, check_flag, check_fraction, che
 from ..tricks import EMA, layer_decay_param_groups
 from ..tricks._models import unwrap
 from ..tricks.adversarial import FGM, PGD
-from .loss_func import TrainerLoss, rdrop_loss_func
+from .loss_func import ModelLoss, TrainerLoss
 
 # next to the model in every checkpoint: the EMA state, and the training weights when the model files hold
 # the averages
@@ -98,8 +100,20 @@ class TrainerTricks:
 class TunekitTrainerMixin:
     """Adds `TrainerTricks` to a `transformers.Trainer` subclass; put it first among the bases."""
 
-    def __init__(self, *args: Any, tricks: TrainerTricks | None = None, **kwargs: Any) -> None:
+    # TRL's SFTTrainer deprecates compute_loss_func and runs a second forward for it: it does not get it
+    _hands_loss_func_to_parent = True
+
+    def __init__(
+        self,
+        *args: Any,
+        tricks: TrainerTricks | None = None,
+        compute_loss_func: Callable[..., Tensor] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if self._hands_loss_func_to_parent:
+            kwargs["compute_loss_func"] = compute_loss_func
         super().__init__(*args, **kwargs)
+        self.compute_loss_func = compute_loss_func
         self.tricks = TrainerTricks() if tricks is None else tricks
         if not isinstance(self.tricks, TrainerTricks):
             raise ValueError(f"tricks must be a TrainerTricks, got {type(self.tricks).__name__}")
@@ -111,6 +125,7 @@ class TunekitTrainerMixin:
         self.ema: EMA | None = None
         self.adversarial: FGM | PGD | None = None
         self._pending_ema_state: dict[str, Any] | None = None
+        self._logits_wanted = False  # an evaluation step that returns predictions
         if self.tricks.ema_decay is not None:
             self.add_callback(_EMACallback(self))
 
@@ -135,8 +150,12 @@ class TunekitTrainerMixin:
                 loss = self.compute_loss(model, dict(inputs), num_items_in_batch=num_items_in_batch)
             return self._scale_for_accumulation(loss, num_items_in_batch)
 
+        def attack_loss() -> Tensor:  # the attack's passes: the same micro-batch, logged once
+            with self._extra_pass():
+                return scaled_loss()
+
         loss = scaled_loss()
-        self.adversarial.step(loss, scaled_loss, backward=self._backward)
+        self.adversarial.step(loss, attack_loss, backward=self._backward)
         return loss.detach()
 
     def compute_loss(
@@ -146,15 +165,39 @@ class TunekitTrainerMixin:
         return_outputs: bool = False,
         num_items_in_batch: Tensor | int | None = None,
     ) -> Tensor | tuple[Tensor, Any]:
-        inputs = self._with_decoder_inputs(model, inputs)
-        if self.tricks.rdrop_alpha == 0 or not model.training:
+        loss_func = self.compute_loss_func
+        if not isinstance(loss_func, TrainerLoss):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        task_loss = self.compute_loss_func
-        self.compute_loss_func = rdrop_loss_func(task_loss, self.tricks.rdrop_alpha)
-        try:  # both dropout passes in one forward over the batch repeated, as the paper does
-            return super().compute_loss(model, _repeat_batch(inputs), return_outputs, num_items_in_batch)
+        result = loss_func.compute(
+            model,
+            inputs,
+            num_items_in_batch,
+            # both dropout passes in one forward over the batch repeated, as the paper does
+            rdrop_alpha=self.tricks.rdrop_alpha if model.training else 0.0,
+            logits=self._logits_wanted,
+        )
+        self._record_batch(result, inputs)
+        loss = result.loss
+        # as Trainer.compute_loss: the loss is divided by the global item count and DDP averages gradients
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            tp_size = self.get_tp_size() if hasattr(self, "get_tp_size") else 1
+            loss = loss * (
+                self.accelerator.num_processes // tp_size if self.args.n_gpu <= 1 else self.args.n_gpu
+            )
+        return (loss, result.outputs) if return_outputs else loss
+
+    def prediction_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> Any:
+        self._logits_wanted = not prediction_loss_only  # predictions are the logits: no fused path
+        try:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
         finally:
-            self.compute_loss_func = task_loss
+            self._logits_wanted = False
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         if self.tricks.layer_decay is None or self.optimizer is not None:
@@ -180,16 +223,16 @@ class TunekitTrainerMixin:
     # ---- evaluation and saving with the averages ----
 
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
-        with self._averaged(self.tricks.ema_evaluate):
+        with self.averaged_weights(self.tricks.ema_evaluate):
             return super().evaluate(*args, **kwargs)
 
     def predict(self, *args: Any, **kwargs: Any) -> Any:
-        with self._averaged(self.tricks.ema_evaluate):
+        with self.averaged_weights(self.tricks.ema_evaluate):
             return super().predict(*args, **kwargs)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         output_dir = self.args.output_dir if output_dir is None else output_dir
-        with self._averaged(self.tricks.ema_save):
+        with self.averaged_weights(self.tricks.ema_save):
             super().save_model(output_dir, _internal_call)
         if _internal_call and self.ema is not None and self.args.should_save:  # a checkpoint
             state = {"ema": self.ema.state_dict()}
@@ -209,20 +252,19 @@ class TunekitTrainerMixin:
 
     # ---- helpers ----
 
-    def _with_decoder_inputs(self, model: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
-        """A seq2seq model fed by `compute_loss_func` gets no labels, so it cannot build its decoder inputs
-        from them: build them here (right-shifted labels) unless the collator did
-        (``DataCollatorForSeq2Seq(model=...)``)."""
-        loss_func = self.compute_loss_func
-        if not (isinstance(loss_func, TrainerLoss) and loss_func.task == "seq2seq"):
-            return inputs
-        if "labels" not in inputs or "decoder_input_ids" in inputs or "decoder_inputs_embeds" in inputs:
-            return inputs
-        decoder_input_ids = unwrap(model).prepare_decoder_input_ids_from_labels(labels=inputs["labels"])
-        return {**inputs, "decoder_input_ids": decoder_input_ids}
+    def _record_batch(self, result: ModelLoss, inputs: dict[str, Any]) -> None:
+        """Called with each micro-batch's `TrainerLoss` result (not the attack's extra passes): a trainer
+        that logs metrics of its own (`TunekitSFTTrainer`) computes them here."""
 
     @contextlib.contextmanager
-    def _averaged(self, wanted: bool) -> Iterator[None]:
+    def _extra_pass(self) -> Iterator[None]:
+        """Around a pass over a micro-batch already seen (FGM / PGD): metrics it records are dropped."""
+        yield
+
+    @contextlib.contextmanager
+    def averaged_weights(self, wanted: bool = True) -> Iterator[None]:
+        """Inside, the model holds the EMA averages (when there is an EMA and ``wanted``); its training
+        weights are back afterwards."""
         if not wanted or self.ema is None:
             yield
             return
@@ -292,13 +334,3 @@ class _EMACallback(transformers.TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.trainer.ema.update(self.trainer.model)
-
-
-def _repeat_batch(inputs: dict[str, Any]) -> dict[str, Any]:
-    """The batch twice along dim 0: every tensor whose first dimension is the batch size."""
-    batch = next(v.shape[0] for v in inputs.values() if isinstance(v, Tensor) and v.dim() > 0)
-    repeated = dict(inputs)
-    for key, value in inputs.items():
-        if isinstance(value, Tensor) and value.dim() > 0 and len(value) == batch:
-            repeated[key] = torch.cat([value, value])
-    return repeated

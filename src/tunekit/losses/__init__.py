@@ -2,7 +2,9 @@
 
 Token-level objectives replace cross-entropy on sequences; each has a logits form, a fused-linear form that
 never materialises the logits, and an `nn.Module` that holds its hyper-parameters. Classification and
-regression objectives score a head's output; `rdrop_kl` is R-Drop's consistency term between two passes.
+regression objectives score a head's output; `rdrop_kl` is R-Drop's consistency term between two passes
+(`linear_rdrop_kl` its fused-linear form); `token_statistics` gives the entropy and top-1 accuracy per token
+that trainers log.
 """
 
 from .cross_entropy import CrossEntropyLoss, cross_entropy, linear_cross_entropy
@@ -11,7 +13,7 @@ from .dice import DiceLoss, dice_loss
 from .focal import BinaryFocalLoss, FocalLoss, binary_focal_loss, focal_loss
 from .gce import GCELoss, gce_loss, linear_gce_loss
 from .mse_corr import MSECorrLoss, mse_corr_loss
-from .rdrop import RDropLoss, rdrop_kl
+from .rdrop import RDropLoss, linear_rdrop_kl, rdrop_kl
 from .registry import (
     CLASSIFICATION_LOSSES,
     PROBLEM_TYPES,
@@ -20,6 +22,7 @@ from .registry import (
     TokenLossSpec,
 )
 from .smile import SMILELoss, linear_smile_loss, smile_loss
+from .statistics import linear_token_statistics, token_statistics
 
 __all__ = [
     "CLASSIFICATION_LOSSES",
@@ -45,8 +48,11 @@ __all__ = [
     "linear_cross_entropy",
     "linear_dece_loss",
     "linear_gce_loss",
+    "linear_rdrop_kl",
     "linear_smile_loss",
+    "linear_token_statistics",
     "mse_corr_loss",
     "rdrop_kl",
     "smile_loss",
+    "token_statistics",
 ]

@@ -71,7 +71,7 @@ def linear_loss(
 ) -> Tensor:
     """Loss of the logits `hidden @ weight.T + bias`, never materialised: hidden (..., H), weight (V, H)."""
     check_logits_and_target(hidden, target, what="hidden")
-    num_classes = _check_projection(hidden, weight, bias)
+    num_classes = check_projection(hidden, weight, bias)
     valid, segments = _plan(
         target, num_classes, ignore_index, reduction, num_items_in_batch, planner, min_classes
     )
@@ -107,14 +107,16 @@ def _plan(
     return valid, planner(target, valid, num_classes)
 
 
-def _check_projection(hidden: Tensor, weight: Tensor, bias: Tensor | None) -> int:
+def check_projection(hidden: Tensor, weight: Tensor, bias: Tensor | None, *, what: str = "hidden") -> int:
+    """Check the output projection weight (V, H) and bias (V,) or None against `hidden` (..., H), named
+    `what` in the errors; return V. Every fused-linear form (objectives, R-Drop, statistics) checks here."""
     if not isinstance(weight, Tensor) or weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
         shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
-        raise ValueError(f"weight must have shape (V, {hidden.shape[-1]}) to match hidden, got {shape}")
+        raise ValueError(f"weight must have shape (V, {hidden.shape[-1]}) to match {what}, got {shape}")
     if weight.dtype != hidden.dtype or weight.device != hidden.device:
         raise ValueError(
             f"weight ({weight.dtype} on {weight.device}) must match "
-            f"hidden ({hidden.dtype} on {hidden.device})"
+            f"{what} ({hidden.dtype} on {hidden.device})"
         )
     if bias is not None and (
         not isinstance(bias, Tensor)

@@ -108,6 +108,27 @@ class CrossEntropyLoss(nn.Module):
             num_items_in_batch=num_items_in_batch,
         )
 
+    def linear(
+        self,
+        hidden: Tensor,
+        weight: Tensor,
+        target: Tensor,
+        *,
+        bias: Tensor | None = None,
+        num_items_in_batch: int | Tensor | None = None,
+    ) -> Tensor:
+        """`linear_cross_entropy` with this module's options: the loss of ``hidden @ weight.T + bias``."""
+        return linear_cross_entropy(
+            hidden,
+            weight,
+            target,
+            bias=bias,
+            label_smoothing=self.label_smoothing,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            num_items_in_batch=num_items_in_batch,
+        )
+
     def extra_repr(self) -> str:
         return (
             f"label_smoothing={self.label_smoothing}, ignore_index={self.ignore_index}, "

@@ -145,6 +145,29 @@ class DeCELoss(nn.Module):
             num_items_in_batch=num_items_in_batch,
         )
 
+    def linear(
+        self,
+        hidden: Tensor,
+        weight: Tensor,
+        target: Tensor,
+        *,
+        bias: Tensor | None = None,
+        num_items_in_batch: int | Tensor | None = None,
+    ) -> Tensor:
+        """`linear_dece_loss` with this module's options and epoch: the loss of ``hidden @ weight.T + b``."""
+        return linear_dece_loss(
+            hidden,
+            weight,
+            target,
+            self.epoch,
+            bias=bias,
+            alpha_base=self.alpha_base,
+            label_smoothing=self.label_smoothing,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            num_items_in_batch=num_items_in_batch,
+        )
+
     def get_extra_state(self) -> dict[str, float]:
         return {"epoch": self.epoch}
 

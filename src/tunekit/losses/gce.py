@@ -126,5 +126,26 @@ class GCELoss(nn.Module):
             num_items_in_batch=num_items_in_batch,
         )
 
+    def linear(
+        self,
+        hidden: Tensor,
+        weight: Tensor,
+        target: Tensor,
+        *,
+        bias: Tensor | None = None,
+        num_items_in_batch: int | Tensor | None = None,
+    ) -> Tensor:
+        """`linear_gce_loss` with this module's options: the loss of ``hidden @ weight.T + bias``."""
+        return linear_gce_loss(
+            hidden,
+            weight,
+            target,
+            bias=bias,
+            q=self.q,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            num_items_in_batch=num_items_in_batch,
+        )
+
     def extra_repr(self) -> str:
         return f"q={self.q}, ignore_index={self.ignore_index}, reduction={self.reduction!r}"

@@ -34,6 +34,10 @@ class TokenLossSpec:
     module: type[nn.Module]
     extra_args: tuple = ()
     sequence_only: bool = False  # needs (B, N, V) logits and (B, N) labels
+    # scores sequences, not tokens alone: takes the batch's `position_ids`, so packed sequences are apart
+    uses_position_ids: bool = False
+    # a sum over tokens divided by their count: takes `num_items_in_batch`, accumulation is exact
+    per_item: bool = True
 
 
 TOKEN_LOSSES: dict[str, TokenLossSpec] = {
@@ -42,7 +46,9 @@ TOKEN_LOSSES: dict[str, TokenLossSpec] = {
         TokenLossSpec("cross_entropy", cross_entropy, linear_cross_entropy, CrossEntropyLoss),
         TokenLossSpec("dece", dece_loss, linear_dece_loss, DeCELoss, extra_args=(1,)),
         TokenLossSpec("gce", gce_loss, linear_gce_loss, GCELoss),
-        TokenLossSpec("smile", smile_loss, linear_smile_loss, SMILELoss, sequence_only=True),
+        TokenLossSpec(
+            "smile", smile_loss, linear_smile_loss, SMILELoss, sequence_only=True, uses_position_ids=True
+        ),
     )
 }
 

@@ -10,7 +10,14 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_flag, check_positive_int, check_reduction_options
+from ._checks import (
+    check_choice,
+    check_flag,
+    check_positive_int,
+    check_reduction_options,
+    debug_checks_enabled,
+    describe,
+)
 from ._engine import Segment
 from ._objective import linear_loss, logits_loss
 from .token_math import softmax_cross_entropy
@@ -29,6 +36,7 @@ def smile_loss(
     reduction: str = "mean",
     num_items_in_batch: int | Tensor | None = None,
     generator: torch.Generator | None = None,
+    position_ids: Tensor | None = None,
 ) -> Tensor:
     """Cross-entropy of logits (B, N, V) against labels (B, N) with each position's softmax restricted to a
     subset S of the vocabulary (the other logits set to -inf); the label is always in S:
@@ -42,6 +50,13 @@ def smile_loss(
     ``ignore_index``, so a masked prompt is skipped) keeps the whole vocabulary. Subsets "sequence" and
     "random" only gather the subset's logits, O(tokens x |S|). Reduction as in `cross_entropy`.
 
+    A sequence is a row of labels, or with ``position_ids`` (B, N), an integer tensor of labels' shape and
+    device, a packed sequence (Hugging Face's padding-free batches): one starts at the first position of
+    every row and at every position where ``position_ids == 0``. Its ids ("sequence", "reverse") and its
+    first supervised position (``first_token_mle``) are then those of the packed sequence, so a packed row
+    gives the loss and gradients of its sequences scored apart, each in its own row; the "random" draw stays
+    per position. Pass the position ids that line up with labels (shift them as labels are shifted).
+
     Example::
 
         >>> import torch
@@ -50,8 +65,13 @@ def smile_loss(
         >>> # first supervised position: -log(1/5); the next one: softmax over {2, 4}, -log(1/2)
         >>> round(smile_loss(logits, labels, reduction="sum").item(), 4)
         2.3026
+        >>> # two sequences packed in one row: the second restarts at position 0 and has its own subset
+        >>> logits, labels = torch.zeros(1, 4, 5), torch.tensor([[2, 4, 1, 3]])
+        >>> position_ids = torch.tensor([[0, 1, 0, 1]])
+        >>> round(smile_loss(logits, labels, reduction="sum", position_ids=position_ids).item(), 4)
+        4.6052
     """
-    planner = _smile_planner(logits, labels, subset, num_random, first_token_mle, generator)
+    planner = _smile_planner(logits, labels, subset, num_random, first_token_mle, generator, position_ids)
     return logits_loss(
         logits,
         labels,
@@ -76,13 +96,17 @@ def linear_smile_loss(
     reduction: str = "mean",
     num_items_in_batch: int | Tensor | None = None,
     generator: torch.Generator | None = None,
+    position_ids: Tensor | None = None,
 ) -> Tensor:
     """Computes ``smile_loss(hidden @ weight.T + bias, labels, ...)`` without allocating the logits, and for
     subsets "sequence" and "random" multiplies the hidden states only by the weight rows of the subset.
 
-    hidden (B, N, H), weight (V, H), bias (V,) or None, labels (B, N); other arguments as `smile_loss`.
+    hidden (B, N, H), weight (V, H), bias (V,) or None, labels (B, N), position_ids (B, N) or None (packed
+    sequences); other arguments as `smile_loss`.
     """
-    planner = _smile_planner(hidden, labels, subset, num_random, first_token_mle, generator, what="hidden")
+    planner = _smile_planner(
+        hidden, labels, subset, num_random, first_token_mle, generator, position_ids, what="hidden"
+    )
     return linear_loss(
         hidden,
         weight,
@@ -103,6 +127,7 @@ def _smile_planner(
     num_random: int,
     first_token_mle: bool,
     generator: torch.Generator | None,
+    position_ids: Tensor | None,
     what: str = "logits",
 ):
     _check_options(subset, num_random, first_token_mle)
@@ -118,13 +143,37 @@ def _smile_planner(
         raise ValueError(
             f"SMILE needs {what} (B, N, *) and labels (B, N) of whole sequences, got {got[0]}, {got[1]}"
         )
+    if position_ids is not None:
+        _check_position_ids(position_ids, labels)
     return partial(
         plan_smile_segments,
         subset=subset,
         num_random=num_random,
         first_token_mle=first_token_mle,
         generator=generator,
+        position_ids=position_ids,
     )
+
+
+def _check_position_ids(position_ids: Tensor, labels: Tensor) -> None:
+    if (
+        not isinstance(position_ids, Tensor)
+        or position_ids.is_floating_point()
+        or position_ids.is_complex()
+        or position_ids.dtype == torch.bool
+    ):
+        raise ValueError(f"position_ids must be an integer tensor or None, got {describe(position_ids)}")
+    if position_ids.shape != labels.shape:
+        raise ValueError(
+            f"labels of shape {tuple(labels.shape)} need position_ids of the same shape, "
+            f"got {tuple(position_ids.shape)}"
+        )
+    if position_ids.device != labels.device:
+        raise ValueError(f"labels are on {labels.device} but position_ids is on {position_ids.device}")
+    if position_ids.numel() and debug_checks_enabled(position_ids.device):
+        lowest = position_ids.min().item()
+        if lowest < 0:  # labels passed by mistake hold -100
+            raise ValueError(f"position_ids contains {lowest}; positions count from 0")
 
 
 def _check_options(subset: str, num_random: int, first_token_mle: bool) -> None:
@@ -142,16 +191,23 @@ def plan_smile_segments(
     num_random: int,
     first_token_mle: bool,
     generator: torch.Generator | None,
+    position_ids: Tensor | None = None,
 ) -> list[Segment]:
     """Segments of the supervised tokens of labels (B, N): the first-token-MLE rows against the whole
-    vocabulary, the rest against their subsets (one segment per sequence for "sequence")."""
+    vocabulary, the rest against their subsets (one segment per sequence for "sequence"). A sequence is a
+    row, or with position_ids (B, N) a packed sequence (see `smile_loss`)."""
     B, N = labels.shape
     flat = labels.reshape(-1).long()
+    sequence_of, num_sequences = _sequence_index(B, N, position_ids, labels.device)  # (B * N,), S
+    supervised = valid.reshape(-1).nonzero().squeeze(1)  # (T,) increasing, so grouped by sequence
+    supervised_sequence = sequence_of[supervised]
     rest = valid.reshape(-1).clone()
     segments = []
     if first_token_mle:
-        first = valid.int().argmax(1) + torch.arange(B, device=labels.device) * N  # argmax: first True
-        first = first[valid.any(1)]
+        # a sequence's first supervised row is where the sequence index changes along the supervised rows
+        starts = torch.ones_like(supervised, dtype=torch.bool)
+        starts[1:] = supervised_sequence[1:] != supervised_sequence[:-1]
+        first = supervised[starts]
         rest[first] = False
         segments.append(Segment(rows=first, target=flat[first]))
     rows = rest.nonzero().squeeze(1)
@@ -169,16 +225,19 @@ def plan_smile_segments(
         padding = torch.zeros(duplicate.shape, device=labels.device).masked_fill_(duplicate, -math.inf)
         return [*segments, Segment(rows=rows, target=target, candidates=candidates, padding=padding)]
 
-    in_sequence = torch.zeros(B, num_classes, dtype=torch.bool, device=labels.device)
-    sequence, position = valid.nonzero(as_tuple=True)
-    in_sequence[sequence, labels[sequence, position].long()] = True
+    in_sequence = torch.zeros(num_sequences, num_classes, dtype=torch.bool, device=labels.device)  # (S, V)
+    in_sequence[supervised_sequence, flat[supervised]] = True
+    rows_sequence = sequence_of[rows]
     if subset == "reverse":
         excluded = torch.zeros(in_sequence.shape, device=labels.device).masked_fill_(in_sequence, -math.inf)
-        return [*segments, Segment(rows=rows, target=targets, excluded=excluded, excluded_row=rows // N)]
+        return [*segments, Segment(rows=rows, target=targets, excluded=excluded, excluded_row=rows_sequence)]
 
-    rows_per_sequence = torch.bincount(rows // N, minlength=B).tolist()
+    # one transfer: the number of ids and of rows of each sequence
+    ids_per_sequence, rows_per_sequence = torch.stack(
+        [in_sequence.sum(1), torch.bincount(rows_sequence, minlength=num_sequences)]
+    ).tolist()
     for ids, seq_rows, seq_targets in zip(
-        in_sequence.nonzero()[:, 1].split(in_sequence.sum(1).tolist()),
+        in_sequence.nonzero()[:, 1].split(ids_per_sequence),
         rows.split(rows_per_sequence),
         targets.split(rows_per_sequence),
         strict=True,
@@ -187,6 +246,18 @@ def plan_smile_segments(
             target = torch.searchsorted(ids, seq_targets)  # ids are sorted: nonzero walks them in order
             segments.append(Segment(rows=seq_rows, target=target, candidates=ids))
     return segments
+
+
+def _sequence_index(B: int, N: int, position_ids: Tensor | None, device: torch.device) -> tuple[Tensor, int]:
+    """(B * N,) int64 sequence of each flat position, and the number of sequences S. A sequence starts at
+    each row's first position and, with position_ids (B, N), wherever position_ids == 0."""
+    if position_ids is None:
+        return torch.arange(B * N, device=device) // N, B
+    starts = position_ids == 0
+    starts[:, :1] = True
+    sequence_of = starts.reshape(-1).cumsum(0) - 1
+    # S sizes the (S, V) tables of the planner: one scalar read per call, never one per chunk
+    return sequence_of, int(sequence_of[-1]) + 1 if sequence_of.numel() else 0
 
 
 class SMILELoss(nn.Module):
@@ -215,7 +286,9 @@ class SMILELoss(nn.Module):
         labels: Tensor,
         num_items_in_batch: int | Tensor | None = None,
         generator: torch.Generator | None = None,
+        position_ids: Tensor | None = None,
     ) -> Tensor:
+        """`smile_loss` with this module's options; position_ids (B, N) or None marks packed sequences."""
         return smile_loss(
             logits,
             labels,
@@ -226,6 +299,34 @@ class SMILELoss(nn.Module):
             reduction=self.reduction,
             num_items_in_batch=num_items_in_batch,
             generator=generator,
+            position_ids=position_ids,
+        )
+
+    def linear(
+        self,
+        hidden: Tensor,
+        weight: Tensor,
+        target: Tensor,
+        *,
+        bias: Tensor | None = None,
+        num_items_in_batch: int | Tensor | None = None,
+        generator: torch.Generator | None = None,
+        position_ids: Tensor | None = None,
+    ) -> Tensor:
+        """`linear_smile_loss` with this module's options: the loss of ``hidden @ weight.T + bias``."""
+        return linear_smile_loss(
+            hidden,
+            weight,
+            target,
+            bias=bias,
+            subset=self.subset,
+            num_random=self.num_random,
+            first_token_mle=self.first_token_mle,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            num_items_in_batch=num_items_in_batch,
+            generator=generator,
+            position_ids=position_ids,
         )
 
     def extra_repr(self) -> str:
