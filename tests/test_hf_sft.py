@@ -193,7 +193,7 @@ def _saved(tokenizer, tmp_path) -> str:
 
 
 def test_sfttrainers_defaults_bf16_and_checkpointing_make_nearly_its_update(tmp_path, tokenizer):
-    options = {"bf16": True, "gradient_checkpointing": True}
+    options = {"bf16": True, "gradient_checkpointing": True, "packing": True}
     reference, reference_logs, _ = train(tmp_path, tokenizer, loss=None, **options)
     weights, logs, _ = train(
         tmp_path, tokenizer, loss=TrainerLoss("cross_entropy", task="causal_lm", fused=True), **options
@@ -376,3 +376,20 @@ def test_sft_takes_only_a_causal_lm_trainer_loss(tmp_path, tokenizer):
         train(tmp_path, tokenizer, loss=lambda outputs, labels, num_items_in_batch=None: outputs.loss)
     with pytest.raises(ValueError, match="causal_lm"):
         train(tmp_path, tokenizer, loss=TrainerLoss("cross_entropy", task="seq2seq"))
+
+
+@pytest.mark.parametrize("objective", ["cross_entropy", "smile"])
+def test_metrics_come_from_the_objectives_own_pass(tmp_path, tokenizer, objective, monkeypatch):
+    """The fused path's entropy and accuracy are recorded while the objective scores the batch: no second
+    product with the output layer (the separate computation is never called)."""
+    from tunekit.hf import loss_func
+
+    def second_pass(*args, **kwargs):
+        raise AssertionError("the statistics took a second pass")
+
+    monkeypatch.setattr(loss_func, "linear_token_statistics", second_pass)
+    monkeypatch.setattr(loss_func, "token_statistics", second_pass)
+    _, reference_logs, _ = train(tmp_path, tokenizer, loss=None)
+    _, logs, _ = train(tmp_path, tokenizer, loss=TrainerLoss(objective, task="causal_lm", fused=True))
+    assert logs["entropy"] == pytest.approx(reference_logs["entropy"], rel=RTOL)
+    assert logs["mean_token_accuracy"] == pytest.approx(reference_logs["mean_token_accuracy"], rel=RTOL)

@@ -11,7 +11,20 @@ import torch.nn.functional as F
 
 from conftest import IGNORE, generator, leaf, make_logits, make_target, reference_dtype
 from reference import ref_token_statistics
-from tunekit.losses import _engine, linear_token_statistics, token_statistics
+from tunekit.losses import (
+    _engine,
+    cross_entropy,
+    dece_loss,
+    gce_loss,
+    linear_cross_entropy,
+    linear_dece_loss,
+    linear_gce_loss,
+    linear_smile_loss,
+    linear_token_statistics,
+    recording_token_statistics,
+    smile_loss,
+    token_statistics,
+)
 
 HIDDEN = 16
 VOCAB = 127
@@ -295,3 +308,67 @@ def test_bad_input_raises_a_value_error_naming_it(case):
     function, changes, match = BAD_CALLS[case]
     with pytest.raises(ValueError, match=match):
         function(**changes)
+
+
+# ---- recorded during an objective's own pass ----
+
+RECORDED_OBJECTIVES = {
+    "cross_entropy": (cross_entropy, linear_cross_entropy, {"label_smoothing": 0.1}),
+    "dece": (lambda *a, **k: dece_loss(*a, 2, **k), lambda *a, **k: linear_dece_loss(*a, 2, **k), {}),
+    "gce": (gce_loss, linear_gce_loss, {}),
+    "smile_sequence": (smile_loss, linear_smile_loss, {"subset": "sequence"}),
+    "smile_random": (smile_loss, linear_smile_loss, {"subset": "random", "num_random": 4}),
+    "smile_reverse": (smile_loss, linear_smile_loss, {"subset": "reverse"}),
+}
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("form", ["logits", "linear"])
+@pytest.mark.parametrize("name", sorted(RECORDED_OBJECTIVES))
+def test_objectives_record_the_statistics_of_their_own_pass(name, form, reduction, tiny_chunks):
+    """Inside recording_token_statistics every token objective records the full-vocabulary statistics of
+    its targets (SMILE's subset rows from one more read), the loss and its gradient unchanged; several
+    chunks, pieces of chunks and (reduction "none") a deferred gradient included."""
+    tiny_chunks(VOCAB, fused_rows=8)
+    function, linear_function, options = RECORDED_OBJECTIVES[name]
+    hidden, weight, bias, _ = fused_sample((3, 7))
+    target = make_target((3, 7), VOCAB, seed=4)
+    options = {**options, "reduction": reduction}
+    if name == "smile_random":
+        options["generator"] = generator(3)
+
+    def run():
+        opts = {**options, "generator": generator(3)} if "generator" in options else options
+        if form == "logits":
+            logits = F.linear(hidden, weight, bias)
+            return function(logits, target, **opts), logits
+        return linear_function(hidden, weight, target, bias=bias, **opts), F.linear(hidden, weight, bias)
+
+    plain, _ = run()
+    plain.sum().backward()
+    plain_grad = hidden.grad.clone()
+    hidden.grad = None
+    with recording_token_statistics() as recorded:
+        loss, logits = run()
+    loss.sum().backward()
+    assert len(recorded) == 1
+    torch.testing.assert_close(loss, plain, rtol=0, atol=0)
+    torch.testing.assert_close(hidden.grad, plain_grad, rtol=0, atol=0)
+    expected = ref_token_statistics(logits.detach(), target)
+    check_statistics((recorded[0].entropy, recorded[0].is_top1), expected, torch.float32, rtol=2e-5)
+
+
+def test_recording_is_per_call_and_only_inside_the_block():
+    logits, target = make_logits((2, 5), VOCAB), make_target((2, 5), VOCAB)
+    cross_entropy(logits, target)  # outside: nothing recorded, nothing kept
+    with recording_token_statistics() as recorded:
+        cross_entropy(logits, target)
+        cross_entropy(logits[:1], target[:1])
+    cross_entropy(logits, target)
+    assert [r.entropy.shape for r in recorded] == [(2, 5), (1, 5)]
+    check_statistics(
+        (recorded[1].entropy, recorded[1].is_top1),
+        ref_token_statistics(logits[:1], target[:1]),
+        torch.float32,
+        rtol=2e-5,
+    )

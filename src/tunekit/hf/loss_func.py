@@ -14,6 +14,7 @@ objective's fused-linear form, and the (tokens x vocabulary) logits never exist 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import weakref
 from collections.abc import Callable, Mapping
@@ -28,9 +29,11 @@ from .._checks import check_choice, check_flag, check_non_negative
 from ..losses import (
     CLASSIFICATION_LOSSES,
     TOKEN_LOSSES,
+    TokenStatistics,
     linear_rdrop_kl,
     linear_token_statistics,
     rdrop_kl,
+    recording_token_statistics,
     token_statistics,
 )
 from ..tricks._models import unwrap
@@ -55,6 +58,7 @@ class ModelLoss:
         given (the first pass under R-Drop).
     logits: (B, N, V) the scored logits (logits path), or None.
     head: the output layer's input, weight and bias (fused path), or None.
+    statistics: what the objective recorded during its pass (``compute(token_statistics=True)``), or None.
     """
 
     loss: Tensor
@@ -62,10 +66,14 @@ class ModelLoss:
     target: Tensor
     logits: Tensor | None = None
     head: OutputLayerInput | None = None
+    statistics: TokenStatistics | None = None
 
     def token_statistics(self, ignore_index: int = -100) -> tuple[Tensor, Tensor]:
         """(entropy, is_top1) of the model's distribution at each target position (0 / False where
-        ignored), computed chunk by chunk in the fused path: `tunekit.losses.token_statistics`."""
+        ignored): recorded during the objective's pass, or else computed chunk by chunk from what was scored
+        (`tunekit.losses.token_statistics`)."""
+        if self.statistics is not None:
+            return self.statistics.entropy, self.statistics.is_top1
         if self.head is not None:
             hidden = self.head.hidden[: self.target.shape[0]]
             weight = self.head.weight
@@ -204,6 +212,7 @@ class TrainerLoss:
         *,
         rdrop_alpha: float = 0.0,
         logits: bool = False,
+        token_statistics: bool = False,
     ) -> ModelLoss:
         """Run ``model`` on a batch and score it: the fused path when ``fused`` (unless ``logits``).
 
@@ -216,6 +225,8 @@ class TrainerLoss:
                 KL summed over supervised positions and divided like the task loss (by ``num_items_in_batch``
                 when given, else by their count). Fused, the KL is `linear_rdrop_kl`.
             logits: score the logits even when ``fused`` (an evaluation that needs predictions).
+            token_statistics: record the entropy and top-1 of the model's distribution at each target
+                during the objective's own pass (`ModelLoss.statistics`; the first pass under R-Drop).
         """
         check_non_negative("rdrop_alpha", rdrop_alpha)
         inputs = dict(inputs)
@@ -232,10 +243,15 @@ class TrainerLoss:
         else:
             outputs = model(**inputs)
             scored = ModelLoss(None, outputs, target, logits=_logits_of(outputs))
-        if rdrop_alpha:
-            scored.loss = self._rdrop(scored, num_items_in_batch, position_ids, rdrop_alpha)
-        else:
-            scored.loss = self._score(scored.head or scored.logits, target, num_items_in_batch, position_ids)
+        with recording_token_statistics() if token_statistics else contextlib.nullcontext() as recorded:
+            if rdrop_alpha:
+                scored.loss = self._rdrop(scored, num_items_in_batch, position_ids, rdrop_alpha)
+            else:
+                scored.loss = self._score(
+                    scored.head or scored.logits, target, num_items_in_batch, position_ids
+                )
+        if recorded:  # a tunekit token objective recorded them; the first call scored the batch as given
+            scored.statistics = recorded[0]
         return scored
 
     def target(self, labels: Tensor) -> Tensor:

@@ -7,9 +7,9 @@ by `TrainerLoss.compute` in one forward pass per micro-batch. SFTTrainer's own r
 ``compute_loss_func`` (deprecated in TRL) runs a second, no-grad forward for its metrics; here the metrics
 come from the same pass:
 
-- ``entropy`` and ``mean_token_accuracy``: of the model's distribution at the supervised positions, from the
-  logits or, in the fused path, chunk by chunk from the hidden states (`tunekit.losses.token_statistics`),
-  so no logits are materialised;
+- ``entropy`` and ``mean_token_accuracy``: of the model's distribution at the supervised positions,
+  recorded by the objective during its own chunked pass (`tunekit.losses.recording_token_statistics`), so
+  the fused path neither materialises the logits nor multiplies by the output layer a second time;
 - ``num_tokens``: the batch's tokens, counted once per micro-batch: FGM / PGD's extra passes and R-Drop's
   repeated batch add nothing.
 
@@ -40,6 +40,7 @@ class TunekitSFTTrainer(TunekitTrainerMixin, trl.SFTTrainer):
     """
 
     _hands_loss_func_to_parent = False
+    _records_token_statistics = True
 
     def __init__(self, *args: Any, compute_loss_func: TrainerLoss | None = None, **kwargs: Any) -> None:
         if compute_loss_func is not None:

@@ -102,6 +102,8 @@ class TunekitTrainerMixin:
 
     # TRL's SFTTrainer deprecates compute_loss_func and runs a second forward for it: it does not get it
     _hands_loss_func_to_parent = True
+    # a trainer that logs the entropy and top-1 accuracy of each batch (`_record_batch`) has them recorded
+    _records_token_statistics = False
 
     def __init__(
         self,
@@ -175,6 +177,7 @@ class TunekitTrainerMixin:
             # both dropout passes in one forward over the batch repeated, as the paper does
             rdrop_alpha=self.tricks.rdrop_alpha if model.training else 0.0,
             logits=self._logits_wanted,
+            token_statistics=self._records_token_statistics,
         )
         self._record_batch(result, inputs)
         loss = result.loss

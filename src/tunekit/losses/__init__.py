@@ -7,6 +7,7 @@ regression objectives score a head's output; `rdrop_kl` is R-Drop's consistency 
 that trainers log.
 """
 
+from ._recording import TokenStatistics
 from .cross_entropy import CrossEntropyLoss, cross_entropy, linear_cross_entropy
 from .dece import DeCELoss, dece_loss, linear_dece_loss
 from .dice import DiceLoss, dice_loss
@@ -22,7 +23,7 @@ from .registry import (
     TokenLossSpec,
 )
 from .smile import SMILELoss, linear_smile_loss, smile_loss
-from .statistics import linear_token_statistics, token_statistics
+from .statistics import linear_token_statistics, recording_token_statistics, token_statistics
 
 __all__ = [
     "CLASSIFICATION_LOSSES",
@@ -39,6 +40,7 @@ __all__ = [
     "RDropLoss",
     "SMILELoss",
     "TokenLossSpec",
+    "TokenStatistics",
     "binary_focal_loss",
     "cross_entropy",
     "dece_loss",
@@ -53,6 +55,7 @@ __all__ = [
     "linear_token_statistics",
     "mse_corr_loss",
     "rdrop_kl",
+    "recording_token_statistics",
     "smile_loss",
     "token_statistics",
 ]

@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ._dtypes import compute_dtype_for
+from ._recording import TokenStatistics, new_recording
 from ._reduction import reduce_token_losses, token_weights
 from ._workspace import Workspace
 
@@ -254,7 +255,12 @@ Source = LogitsSource | LinearSource
 
 @dataclass
 class TokenLossJob:
-    """Everything one call of an objective needs; `run` is one chunked pass over the supervised tokens."""
+    """Everything one call of an objective needs; `run` is one chunked pass over the supervised tokens.
+
+    statistics: filled by `run` with each supervised token's entropy and top-1 (a recording is open, see
+    `_recording.py`): from the chunks it scores against the whole vocabulary, and for the other tokens
+    (subsets, excluded ids) from one more read of their logits.
+    """
 
     make_source: Callable[[tuple[bool, ...]], Source]
     segments: Sequence[Segment]
@@ -262,6 +268,7 @@ class TokenLossJob:
     num_tokens: int
     device: torch.device
     dtype: torch.dtype
+    statistics: TokenStatistics | None = None
 
     def run(
         self, weights: Tensor | None, needs: tuple[bool, ...]
@@ -271,7 +278,12 @@ class TokenLossJob:
         source = self.make_source(needs)
         workspace = Workspace(self.device)
         losses = torch.zeros(self.num_tokens, dtype=self.dtype, device=self.device)
+        statistics, unrecorded = self.statistics, []
         for segment in self.segments:
+            # the logits read as they are (the whole vocabulary, nothing excluded) give the statistics
+            record = statistics if segment.candidates is None and segment.excluded is None else None
+            if statistics is not None and record is None:
+                unrecorded.append(segment.rows)
             candidates = segment.candidates
             num_candidates = source.num_classes if candidates is None else candidates.shape[-1]
             step = source.chunk_rows(num_candidates, per_row=candidates is not None and candidates.dim() == 2)
@@ -286,24 +298,37 @@ class TokenLossJob:
                 if mask is not None:
                     z = torch.add(z, mask, out=workspace.like("masked", z))
                 scale = weights.index_select(0, rows) if need_grad else None
-                loss, dz = self._math_in_pieces(z, segment.target[part], scale, workspace)
+                loss, dz = self._math_in_pieces(z, segment.target[part], scale, workspace, rows, record)
                 losses.index_copy_(0, rows, loss)
                 if need_grad:
                     source.backprop(rows, part_candidates, dz, chunk, span, workspace)
+        if unrecorded:
+            self._record_whole_vocabulary(source, torch.cat(unrecorded).sort().values, workspace)
         return losses, source.grads() if need_grad else ()
 
     def _math_in_pieces(
-        self, z: Tensor, target: Tensor, scale: Tensor | None, workspace: Workspace
+        self,
+        z: Tensor,
+        target: Tensor,
+        scale: Tensor | None,
+        workspace: Workspace,
+        rows: Tensor,
+        record: TokenStatistics | None,
     ) -> tuple[Tensor, Tensor | None]:
-        """The token math over z (c, K) in pieces of at most CHUNK_ELEMENTS, which stay in cache. A fused
-        chunk is larger than that, so that each update of the weight gradient (V, H) covers many rows."""
+        """The token math over z (c, K) in pieces of at most CHUNK_ELEMENTS, which stay in cache (the
+        statistics, when recorded, read each piece while it is there). A fused chunk is larger than that, so
+        that each update of the weight gradient (V, H) covers many rows."""
         piece_rows = max(1, CHUNK_ELEMENTS // z.shape[1])
         if z.shape[0] <= piece_rows:
+            if record is not None:
+                record.record(rows, z, target, workspace)
             return self.token_math(z, target, scale, workspace)
         losses = []
         dz = None if scale is None else workspace.like("dz", z)
         for start in range(0, z.shape[0], piece_rows):
             piece = slice(start, start + piece_rows)
+            if record is not None:
+                record.record(rows[piece], z[piece], target[piece], workspace)
             loss, dz_piece = self.token_math(
                 z[piece], target[piece], None if scale is None else scale[piece], workspace
             )
@@ -311,6 +336,29 @@ class TokenLossJob:
             if dz is not None:
                 dz[piece] = dz_piece
         return torch.cat(losses), dz
+
+    def _record_whole_vocabulary(self, source: Source, rows: Tensor, workspace: Workspace) -> None:
+        """The statistics of `rows` (R,) increasing, from their logits over the whole vocabulary."""
+        target = torch.empty(self.num_tokens, dtype=torch.long, device=self.device)
+        for segment in self.segments:  # each token's class id, whatever its segment scores it against
+            ids = segment.target if segment.candidates is None else _class_ids(segment)
+            target.index_copy_(0, segment.rows, ids)
+        step = source.chunk_rows(source.num_classes, per_row=False)
+        piece_rows = max(1, CHUNK_ELEMENTS // source.num_classes)
+        for start in range(0, rows.numel(), step):
+            part = rows[start : start + step]
+            z, _ = source.read(part, None, None, workspace)
+            for piece_start in range(0, part.numel(), piece_rows):
+                piece = part[piece_start : piece_start + piece_rows]
+                z_piece = z[piece_start : piece_start + piece_rows]
+                self.statistics.record(piece, z_piece, target[piece], workspace)
+
+
+def _class_ids(segment: Segment) -> Tensor:
+    """The vocabulary id of each token's target in a subset segment: its candidate at the target index."""
+    if segment.candidates.dim() == 1:
+        return segment.candidates[segment.target]
+    return segment.candidates.gather(1, segment.target.unsqueeze(1)).squeeze(1)
 
 
 class _ChunkedTokenLoss(torch.autograd.Function):
@@ -327,6 +375,7 @@ class _ChunkedTokenLoss(torch.autograd.Function):
         ctx.deferred = reduction == "none" or any(t is not None and t.dtype == torch.float16 for t in inputs)
         if ctx.deferred:
             losses, _ = job.run(None, tuple(False for _ in needs))
+            job.statistics = None  # recorded: backward's pass need not again
             ctx.save_for_backward(*inputs)  # so that autograd reports inputs changed in place before backward
         else:
             losses, grads = job.run(weights, needs)
@@ -367,7 +416,8 @@ def chunked_token_loss(
     """
     dtype = compute_dtype_for(*inputs)
     weights = token_weights(valid.reshape(-1), reduction, num_items_in_batch, dtype)
-    job = TokenLossJob(make_source, segments, token_math, valid.numel(), valid.device, dtype)
+    statistics = new_recording(shape, dtype, valid.device)
+    job = TokenLossJob(make_source, segments, token_math, valid.numel(), valid.device, dtype, statistics)
     needs = tuple(t is not None and t.requires_grad and torch.is_grad_enabled() for t in inputs)
     if not any(needs):  # evaluation: no gradient buffers, no gradient work
         losses, _ = job.run(None, needs)

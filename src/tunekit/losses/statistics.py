@@ -1,26 +1,53 @@
 """What trainers log about the model's own distribution at the supervised tokens (TRL's SFTTrainer logs the
 mean entropy and the mean token accuracy): per-token entropy and whether the target is the top-1 class.
 
-Both forms run the engine's chunked pass over the supervised tokens, without gradients, so the fused-linear
-form never holds (tokens x V) logits. Average them over the supervised tokens to log them::
+`recording_token_statistics` records them during a token objective's own chunked pass (no second read of
+the logits, no second product with the output layer); `token_statistics` and `linear_token_statistics`
+compute them alone. The fused-linear forms never hold (tokens x V) logits. Average them over the supervised
+tokens to log them::
 
-    entropy, is_top1 = linear_token_statistics(hidden[:, :-1], lm_head.weight, labels[:, 1:])
-    supervised = labels[:, 1:] != -100
+    with recording_token_statistics() as recorded:
+        loss = linear_dece_loss(hidden, lm_head.weight, target, epoch)
+    entropy, is_top1 = recorded[0].entropy, recorded[0].is_top1   # target's shape
+    supervised = target != -100
     log({"entropy": entropy[supervised].mean(), "mean_token_accuracy": is_top1[supervised].float().mean()})
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
-from ._checks import check_integer, check_logits_and_target, check_target_range
-from ._dtypes import compute_dtype_for
-from ._engine import LinearSource, LogitsSource, Segment, Source, TokenLossJob
-from ._objective import check_projection, whole_vocabulary
+from ._checks import check_integer
+from ._objective import linear_loss, logits_loss
+from ._recording import TokenStatistics, recording
 from ._workspace import Workspace
+
+
+@contextlib.contextmanager
+def recording_token_statistics() -> Iterator[list[TokenStatistics]]:
+    """Inside, every token objective (`cross_entropy`, `dece_loss`, `gce_loss`, `smile_loss` and their
+    fused-linear forms) also computes, in the same chunked pass, the `TokenStatistics` of its targets: the
+    entropy of the model's softmax over the whole vocabulary and whether the target is its argmax, each of
+    the target's shape (0 / False where ignored). The yielded list gets one per call, in call order.
+
+    SMILE's subsets score most tokens against a few ids: their statistics take one more read of their
+    logits over the whole vocabulary (for the fused form, one more product with the weight).
+
+    Example::
+
+        >>> import torch
+        >>> from tunekit.losses import cross_entropy
+        >>> with recording_token_statistics() as recorded:
+        ...     loss = cross_entropy(torch.tensor([[0.0, 0.0], [2.0, 0.0]]), torch.tensor([1, 0]))
+        >>> [round(h, 4) for h in recorded[0].entropy.tolist()], recorded[0].is_top1.tolist()
+        ([0.6931, 0.3653], [False, True])
+    """
+    with recording() as recorded:
+        yield recorded
 
 
 def token_statistics(logits: Tensor, target: Tensor, *, ignore_index: int = -100) -> tuple[Tensor, Tensor]:
@@ -45,14 +72,12 @@ def token_statistics(logits: Tensor, target: Tensor, *, ignore_index: int = -100
         >>> [round(h, 4) for h in entropy.tolist()], is_top1.tolist()
         ([0.6931, 0.3653], [False, True])
     """
-    num_classes = check_logits_and_target(logits, target)
-    return _statistics(
-        (logits,),
-        lambda segments: LogitsSource(logits, False, segments),
-        target,
-        num_classes,
-        ignore_index,
-    )
+    check_integer("ignore_index", ignore_index)
+    with torch.no_grad(), recording() as recorded:
+        logits_loss(
+            logits, target, _no_loss, ignore_index=ignore_index, reduction="sum", num_items_in_batch=None
+        )
+    return recorded[0].entropy, recorded[0].is_top1
 
 
 def linear_token_statistics(
@@ -75,56 +100,21 @@ def linear_token_statistics(
         >>> round(entropy.item(), 4), is_top1.tolist()
         (0.3653, [True])
     """
-    check_logits_and_target(hidden, target, what="hidden")
-    num_classes = check_projection(hidden, weight, bias)
-    return _statistics(
-        (hidden, weight, bias),
-        lambda segments: LinearSource(hidden, weight, bias, (False, False, False)),
-        target,
-        num_classes,
-        ignore_index,
-    )
-
-
-def _statistics(
-    inputs: tuple[Tensor | None, ...],
-    make_source: Callable[[list[Segment]], Source],
-    target: Tensor,
-    num_classes: int,
-    ignore_index: int,
-) -> tuple[Tensor, Tensor]:
     check_integer("ignore_index", ignore_index)
-    check_target_range(target, num_classes, ignore_index)
-    valid = target != ignore_index
-    segments = whole_vocabulary(target, valid, num_classes)
-    # The job's per-token "loss" is the entropy; the top-1 flags of its chunks come back in the order the
-    # job scores them, the segment's rows in order (one whole-vocabulary segment).
-    top1_parts: list[Tensor] = []
-
-    def entropy_and_top1(z: Tensor, target: Tensor, grad_scale: None, workspace: Workspace):
-        top1_parts.append(z.argmax(dim=-1) == target)
-        return _entropy(z, workspace), None
-
-    job = TokenLossJob(
-        lambda needs: make_source(segments),
-        segments,
-        entropy_and_top1,
-        num_tokens=valid.numel(),
-        device=valid.device,
-        dtype=compute_dtype_for(*inputs),
-    )
-    with torch.no_grad():
-        entropy, _ = job.run(None, tuple(False for _ in inputs))
-        is_top1 = torch.zeros(valid.numel(), dtype=torch.bool, device=valid.device)
-        if top1_parts:
-            is_top1[segments[0].rows] = torch.cat(top1_parts)
-    return entropy.view(target.shape), is_top1.view(target.shape)
+    with torch.no_grad(), recording() as recorded:
+        linear_loss(
+            hidden,
+            weight,
+            bias,
+            target,
+            _no_loss,
+            ignore_index=ignore_index,
+            reduction="sum",
+            num_items_in_batch=None,
+        )
+    return recorded[0].entropy, recorded[0].is_top1
 
 
-def _entropy(z: Tensor, workspace: Workspace) -> Tensor:
-    """-(softmax(z) * log_softmax(z)).sum(-1) of z (R, V) (read only) from one exp pass:
-    log s - <e, y> / s with y = z - max (<= 0), e = exp(y), s = e.sum(-1) (>= 1), so both terms are >= 0."""
-    shifted = torch.sub(z, z.amax(dim=-1, keepdim=True), out=workspace.like("shifted", z))  # y
-    e = torch.exp(shifted, out=workspace.like("exp", z))
-    total = e.sum(dim=-1)
-    return e.mul_(shifted).sum(dim=-1).div_(total).neg_().add_(total.log())
+def _no_loss(z: Tensor, target: Tensor, grad_scale: Tensor | None, workspace: Workspace):
+    """A token math that scores nothing: the statistics are all the pass is for."""
+    return z.new_zeros(z.shape[0]), None
