@@ -273,12 +273,65 @@ class FunctionalHead(ScaledLogits):
 
 @pytest.mark.parametrize(
     "make_model, message",
-    [(ScaledLogits, "changes the logits after its output layer"), (FunctionalHead, "ran 0 times")],
+    [(ScaledLogits, "logits are not hidden @ weight.T"), (FunctionalHead, "ran 0 times")],
 )
 def test_models_whose_logits_are_not_the_output_layers_are_refused(make_model, message):
     batch = uneven_prompted_batch(0, 2)
     with pytest.raises(ValueError, match=message):
         loss_func("cross_entropy", True).compute(make_model(), batch)
+
+
+@pytest.mark.parametrize("where", ["layer", "global"])
+def test_a_forward_hook_that_changes_the_output_layers_output_is_refused(where):
+    """The probe compares the logits with its own product, not with the (hooked) layer's output."""
+    model = make_llama(vocab=VOCAB, seed=0)
+
+    def halve(module, args, output):
+        return output / 2 if module is model.lm_head else None
+
+    register = (
+        model.lm_head.register_forward_hook
+        if where == "layer"
+        else nn.modules.module.register_module_forward_hook
+    )
+    handle = register(halve)
+    try:
+        with pytest.raises(ValueError, match="forward hook on the layer"):
+            loss_func("cross_entropy", True).compute(model, uneven_prompted_batch(0, 2))
+    finally:
+        handle.remove()
+
+
+def test_a_compiled_model_whose_graph_lacks_the_hooks_gets_a_clear_error():
+    torch._dynamo.reset()  # compiled graphs are shared by the models of a class
+    model = make_llama(vocab=VOCAB, seed=0)
+    compiled = torch.compile(model, backend="eager")
+    batch = uneven_prompted_batch(0, 2)
+    loss_func("cross_entropy", False).compute(compiled, batch)  # compiled without the hooks
+    with pytest.raises(ValueError, match="compile the model after its first fused step"):
+        loss_func("cross_entropy", True).compute(compiled, batch)
+    torch._dynamo.reset()
+
+
+def test_a_compiled_model_trains_fused_from_its_first_step():
+    torch._dynamo.reset()  # no graph of this class compiled without the hooks by another test
+    model = make_llama(vocab=VOCAB, seed=0)
+    twin = make_llama(vocab=VOCAB, seed=0)
+    batch = uneven_prompted_batch(0, 2)
+    compiled = loss_func("dece", True).compute(torch.compile(model, backend="eager"), batch).loss
+    eager = loss_func("dece", True).compute(twin, batch).loss
+    torch.testing.assert_close(compiled, eager)
+    compiled.backward()
+    eager.backward()
+    for (name, a), b in zip(model.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+@pytest.mark.parametrize(
+    "option", ["logits_scaling", "lm_head_multiplier", "output_multiplier", "logit_scale"]
+)
+def test_a_scale_of_one_is_no_scale(option):
+    OutputLayerCapture(make_llama(vocab=VOCAB, seed=0, **{option: 1.0}))
 
 
 def test_an_output_layer_that_is_not_a_plain_linear_is_refused():
@@ -334,3 +387,29 @@ def test_shift_labels_are_scored_as_they_are(fused):
         TrainerLoss("cross_entropy", task="seq2seq").compute(
             make_t5(vocab=VOCAB, seed=0), {**batch, "shift_labels": shifted}
         )
+
+
+def test_seq2seq_evaluation_with_generation_reports_the_objectives_loss(tmp_path):
+    """Seq2SeqTrainer scores a predict_with_generate evaluation with the model's own loss; with a
+    TrainerLoss its objective's loss is reported, the same as without generation."""
+    rows = seq2seq_rows(5, 6, vocab=VOCAB)
+    losses = {}
+    for generate in (False, True):
+        trainer = TunekitSeq2SeqTrainer(
+            model=make_t5(vocab=VOCAB, seed=0),
+            args=transformers.Seq2SeqTrainingArguments(
+                str(tmp_path),
+                per_device_eval_batch_size=3,
+                predict_with_generate=generate,
+                generation_max_length=4,
+                use_cpu=True,
+                report_to=[],
+            ),
+            eval_dataset=rows,
+            compute_loss_func=loss_func("smile", True, task="seq2seq"),
+            compute_metrics=(lambda p: {"n": len(p.predictions)}) if generate else None,
+        )
+        losses[generate] = trainer.evaluate()["eval_loss"]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-6)
+    builtin = make_t5(vocab=VOCAB, seed=0)(**{k: torch.stack([r[k] for r in rows]) for k in rows[0]}).loss
+    assert abs(losses[True] - builtin.item()) > 1e-3  # not the model's own cross-entropy

@@ -12,7 +12,8 @@ The fused loss equals the logits path's only when the logits *are* ``hidden @ we
 layer must be a plain `nn.Linear` (a PEFT ``modules_to_save`` copy of one is fine; a LoRA adapter on it is
 refused: the adapter would never train), and the model must not change the logits after the layer: configs
 that do (soft-capping, logit scales) are refused, and the first captured forward of each model is a probe
-that lets one position per row through and checks that the model returns exactly the layer's output.
+that lets one position per row through and checks that the model's logits are exactly ``hidden @ weight.T +
+bias`` there (which also catches a forward hook that changes the layer's output).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..tricks._models import unwrap
@@ -79,7 +81,7 @@ def output_layer(model: nn.Module) -> nn.Module:
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     for name in LOGIT_POSTPROCESSING:
         value = getattr(text_config, name, None)
-        if value is not None and not (name == "logit_scale" and value == 1):
+        if value is not None and value != 1:  # 1 (Granite's default logits_scaling, say) changes nothing
             raise ValueError(
                 f"the model's config sets {name}={value!r}: it changes the logits after the output layer, "
                 "which the fused loss does not reproduce; use fused=False"
@@ -96,6 +98,7 @@ class OutputLayerCapture:
     """
 
     def __init__(self, model: nn.Module, *, probe: bool = False) -> None:
+        self.model = model
         self.layer = output_layer(model)
         self.probe = probe
         self.captured: OutputLayerInput | None = None
@@ -126,11 +129,19 @@ class OutputLayerCapture:
         return (hidden[..., : 1 if self.probe else 0, :],)
 
     def _keep_output(self, layer: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
-        if self.probe:
-            self._probe_output = output.detach()
+        if self.probe:  # what the fused loss computes, under the forward's own autocast state
+            weight, bias = self.captured.weight, self.captured.bias
+            self._probe_output = F.linear(args[0], weight, bias).detach()
 
     def result(self, outputs: Any) -> OutputLayerInput:
         """The captured input of the forward that returned ``outputs``; checks the probe if one ran."""
+        if self._calls == 0 and _compiled(self.model):
+            raise ValueError(
+                "the torch.compile'd model ran a graph compiled without tunekit's hooks on its output layer "
+                "(by an earlier call through the logits, of this model or another of its class: "
+                "torch.compile does not recompile for hooks added later): compile the model after its "
+                "first fused step, call torch._dynamo.reset() first, or use fused=False"
+            )
         if self._calls != 1 or self.captured is None:
             raise ValueError(
                 f"the output layer ran {self._calls} times in one forward, expected once: the model does not "
@@ -150,9 +161,14 @@ class OutputLayerCapture:
             or not torch.equal(logits.detach().to(expected.dtype), expected)
         ):
             raise ValueError(
-                "the model changes the logits after its output layer (a soft-cap, a scale, a bias such as "
-                "final_logits_bias): the fused loss would differ from the logits path; use fused=False"
+                "the model's logits are not hidden @ weight.T + bias of its output layer's input (a "
+                "soft-cap, a scale, a bias such as final_logits_bias, a forward hook on the layer): the "
+                "fused loss would differ from the logits path; use fused=False"
             )
+
+
+def _compiled(model: nn.Module) -> bool:
+    return isinstance(getattr(model, "_orig_mod", None), nn.Module)
 
 
 def _computing_module(layer: nn.Module) -> nn.Module:

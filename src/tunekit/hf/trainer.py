@@ -195,10 +195,13 @@ class TunekitTrainerMixin:
         inputs: dict[str, Any],
         prediction_loss_only: bool,
         ignore_keys: list[str] | None = None,
+        **kwargs: Any,
     ) -> Any:
         self._logits_wanted = not prediction_loss_only  # predictions are the logits: no fused path
         try:
-            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+            return super().prediction_step(
+                model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **kwargs
+            )
         finally:
             self._logits_wanted = False
 
@@ -322,7 +325,28 @@ class TunekitTrainer(TunekitTrainerMixin, transformers.Trainer):
 
 
 class TunekitSeq2SeqTrainer(TunekitTrainerMixin, transformers.Seq2SeqTrainer):
-    """`transformers.Seq2SeqTrainer` with `TrainerTricks`."""
+    """`transformers.Seq2SeqTrainer` with `TrainerTricks`.
+
+    With ``predict_with_generate`` the Seq2SeqTrainer scores the evaluation batch with the model's own loss;
+    with a `TrainerLoss` its loss is used instead (one more forward pass, beside the generation).
+    """
+
+    def prediction_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+        **gen_kwargs: Any,
+    ) -> Any:
+        loss, tokens, labels = super().prediction_step(
+            model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs
+        )
+        generated = self.args.predict_with_generate and not prediction_loss_only
+        if generated and loss is not None and isinstance(self.compute_loss_func, TrainerLoss):
+            with torch.no_grad(), self.compute_loss_context_manager():
+                loss = self.compute_loss(model, self._prepare_inputs(inputs)).detach().mean()
+        return loss, tokens, labels
 
 
 class _EMACallback(transformers.TrainerCallback):
