@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tunekit.experiments.config import config_from_sources
 from tunekit.finetune import TrainConfig
+from tunekit.runs.config import config_from_sources
 
 POSITIVE = ["good", "great", "fine", "lovely", "nice", "superb"]
 NEGATIVE = ["bad", "awful", "poor", "sad", "ugly", "terrible"]

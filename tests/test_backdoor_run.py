@@ -4,6 +4,7 @@ files and fields, resuming a run interrupted in its second arm, and the errors a
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -134,3 +135,47 @@ def test_set_dropout_switches_off_every_dropout_of_a_gpt2():
     backdoor_train.set_dropout(model, 0.0)
     assert torch.equal(model(ids).logits, model(ids).logits)
     assert torch.equal(model(ids).logits, model.eval()(ids).logits)
+
+
+def snapshot(root):
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != ".tunekit.lock"
+    }
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--trigger", "return"], "trigger 'return' occurs in"),
+        (["--data", "{pairs}"], "line 1"),
+    ],
+    ids=["trigger-in-clean-data", "data-without-a-field"],
+)
+def test_fresh_whose_options_then_fail_keeps_the_finished_results(
+    quick_run, cache, tmp_path, capsys, flags, message
+):
+    """Issue 13, case 5: the experiment checks its data before --fresh discards anything."""
+    out = tmp_path / "backdoor"
+    shutil.copytree(quick_run, out)
+    before = snapshot(out)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"nl": "Add two numbers."}\n')
+    assert quick(out, cache, "--fresh", *[flag.format(pairs=pairs) for flag in flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "discarded" not in err
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_a_saved_model_folder_as_out_is_never_written(quick_run, cache, tmp_path, capsys, fresh):
+    """Issue 13, case 4: the error does not advise --fresh, and --fresh does not empty the folder."""
+    (cached,) = cache.glob("backdoor/*/pretrained")
+    model_dir = tmp_path / "model"
+    shutil.copytree(cached, model_dir)
+    before = snapshot(model_dir)
+    assert quick(model_dir, cache, *(["--fresh"] if fresh else [])) == 2
+    err = capsys.readouterr().err
+    assert "holds a saved model" in err and "--fresh" not in err
+    assert snapshot(model_dir) == before

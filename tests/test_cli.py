@@ -149,7 +149,7 @@ def test_changed_config_then_fresh(capsys):
     assert main(*base) == 0
     assert main(*base, "--lr", "0.05") == 2
     err = capsys.readouterr().err.splitlines()[-1]
-    assert err.startswith("tunekit: error: output folder runs/toy holds a run of toy with a different config")
+    assert err.startswith("tunekit: error: runs/toy holds a `tunekit run toy` run with other options (lr: ")
     assert "lr: 0.1 there, 0.05 now" in err and "--out DIR" in err and "--fresh" in err
     reset_toy()
     assert main(*base, "--lr", "0.05", "--fresh") == 0

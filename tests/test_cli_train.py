@@ -37,7 +37,7 @@ def test_train_from_flags_then_rerun_resumes(tmp_path, capsys):
     assert results["resumed_from"].endswith("checkpoint-3") and [e["epoch"] for e in results["epochs"]] == [1]
 
     assert cli.main([*args, "--epochs", "2"]) == 2  # another option: refused
-    assert "other options (epochs 1 -> 2)" in capsys.readouterr().err
+    assert "other options (epochs: 1 there, 2 now)" in capsys.readouterr().err
     assert cli.main([*args, "--epochs", "2", "--fresh"]) == 0
 
 

@@ -77,7 +77,7 @@ def test_the_pretrained_model_is_cached(quick_run, cache, tmp_path):
         (["--new-token-factor", "2"], "new_token_factor must be >= 3"),
         (["--mix-mle-weight", "1.5"], "mix_mle_weight must be in [0, 1], got 1.5"),
         (["--n-embd", "30", "--n-head", "4"], "n_embd=30 must be a multiple of n_head=4"),
-        (["--test-size", "5000"], "fine-tuning pairs leave"),
+        (["--test-size", "5000"], "too few to hold out --test-size 5000 pairs"),
     ],
 )
 def test_bad_options_are_clear_errors(flags, message, tmp_path, capsys, cache):

@@ -21,7 +21,6 @@ from finetune_data import (
     write_csv,
     write_jsonl,
 )
-from tunekit.experiments.config import config_from_sources
 from tunekit.finetune import TrainConfig, train
 from tunekit.finetune.config import PROBLEM_TYPES, objectives_for
 from tunekit.finetune.data import check_labels, label_set, load_examples, split_off
@@ -29,6 +28,7 @@ from tunekit.finetune.encode import encode
 from tunekit.finetune.metrics import macro_f1, multi_label_metrics, regression_metrics
 from tunekit.finetune.models import train_tokenizer
 from tunekit.losses import CLASSIFICATION_LOSSES
+from tunekit.runs.config import config_from_sources
 
 
 def write(path, text: str):

@@ -262,10 +262,10 @@ def test_a_changed_option_is_refused_on_resume(tmp_path):
     data = write_jsonl(tmp_path / "reviews.jsonl", classification_records(16))
     out = tmp_path / "run"
     train(tiny_config(data, epochs="1"), out, progress=False)
-    with pytest.raises(ValueError, match=r"other options \(epochs 1 -> 2\).*--fresh"):
+    with pytest.raises(ValueError, match=r"other options \(epochs: 1 there, 2 now\).*--fresh"):
         train(tiny_config(data, epochs="2"), out, progress=False)
     write_jsonl(data, classification_records(16, seed=1))  # other data under the same name
-    with pytest.raises(ValueError, match=r"other options \(train_file_sha256 "):
+    with pytest.raises(ValueError, match=r"other options \(train_file contents: sha256 "):
         train(tiny_config(data, epochs="1"), out, progress=False)
     with pytest.raises(ValueError, match="nothing to resume"):
         train(tiny_config(data, epochs="1"), tmp_path / "empty", resume=True, progress=False)

@@ -32,8 +32,8 @@ from tunekit.experiments import (
     run_experiment,
 )
 from tunekit.experiments import runner as runner_module
-from tunekit.experiments.config import config_overrides
-from tunekit.experiments.report import markdown_table, mean_and_spread, plot_curves, write_json, write_text
+from tunekit.runs.config import config_overrides
+from tunekit.runs.report import markdown_table, mean_and_spread, plot_curves, write_json, write_text
 
 MOMENTUM = {"sgd": 0.0, "momentum": 0.5, "heavy": 0.9}
 
@@ -425,7 +425,7 @@ def test_changed_config_refuses_to_resume_and_fresh_starts_over(tmp_path):
     with pytest.raises(ValueError) as info:
         run(out, ToyConfig(epochs=2, lr=0.05, seeds=(0,)))
     message = str(info.value)
-    assert "different config (epochs: 1 there, 2 now; lr: 0.1 there, 0.05 now)" in message
+    assert "other options (epochs: 1 there, 2 now; lr: 0.1 there, 0.05 now)" in message
     assert "--out DIR" in message and "--fresh" in message
     assert json.loads((out / "config.json").read_text())["config"]["epochs"] == 1  # untouched
 
@@ -456,7 +456,8 @@ def test_other_experiment_or_foreign_folder_is_refused(tmp_path):
     try:
         out = tmp_path / "run"
         run(out, ToyConfig(epochs=1, seeds=(0,), arms=("sgd",)))
-        with pytest.raises(ValueError, match="holds a run of the experiment 'toy', not 'toy-other'"):
+        refused = "holds a run of `tunekit run toy`, not of `tunekit run toy-other`"
+        with pytest.raises(ValueError, match=refused):
             run_experiment(other.name, out_dir=out, config=ToyConfig(), progress=False)
     finally:
         del EXPERIMENTS["toy-other"]
@@ -464,7 +465,7 @@ def test_other_experiment_or_foreign_folder_is_refused(tmp_path):
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("keep me")
     for resume in (True, False):
-        with pytest.raises(ValueError, match="is not empty and holds no tunekit run"):
+        with pytest.raises(ValueError, match=r"holds files tunekit did not write \(thesis.tex\)"):
             run(foreign, ToyConfig(epochs=1), resume=resume)
     assert (foreign / "thesis.tex").read_text() == "keep me"
     afile = tmp_path / "afile"

@@ -156,7 +156,7 @@ def _decode(namespace: argparse.Namespace) -> int:
         for number, prompt in enumerate(settings.prompts, 1)
     ]
     if namespace.json is not None:
-        from ..experiments.report import write_json
+        from ..runs.report import write_json
 
         try:
             write_json(namespace.json, _json_report(namespace.model_dir, model, device, settings, results))
@@ -291,7 +291,7 @@ def _device(text: str | None) -> Any:
 def _load(model_dir: Path, tokenizer_dir: Path, device: Any) -> tuple[Any, Any]:
     """The model (in eval mode on ``device``) and tokenizer; ValueError / FileNotFoundError for a folder that
     is missing, not a save_pretrained folder, not a model that generates, or has no tokenizer."""
-    from ..experiments.report import require
+    from ..runs.report import require
 
     transformers = require("transformers", "tunekit decode", extra="hf")
     _check_folder(model_dir, "model")

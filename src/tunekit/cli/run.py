@@ -28,8 +28,8 @@ HELP = (
 
 def _run_parser(name: str | None) -> argparse.ArgumentParser:
     """The parser of `tunekit run`, with the config options of experiment ``name`` if it is registered."""
-    from ..experiments.config import add_config_arguments
     from ..experiments.runner import EXPERIMENTS, UNAVAILABLE, default_cache_dir
+    from ..runs.config import add_config_arguments
 
     experiment = EXPERIMENTS.get(name) if name else None
     listing = "\n".join(f"  {n:<12} {e.summary}" for n, e in sorted(EXPERIMENTS.items())) or "  (none)"
@@ -70,7 +70,6 @@ def _run_parser(name: str | None) -> argparse.ArgumentParser:
 
 def command(args: list[str]) -> int:
     """Run ``tunekit run ARGS``; return the exit status."""
-    from ..experiments.config import config_from_sources, config_overrides
     from ..experiments.runner import (
         _IMPORT_TRACEBACKS,
         ArmError,
@@ -80,6 +79,7 @@ def command(args: list[str]) -> int:
         load_experiments,
         run_experiment,
     )
+    from ..runs.config import config_from_sources, config_overrides
 
     first = args[0] if args and not args[0].startswith("-") else None
     listing = any(arg in ("--list", "-h", "--help") for arg in args)

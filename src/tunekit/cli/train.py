@@ -23,8 +23,8 @@ DEFAULT_OUT = Path("runs") / "train"
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ..experiments.config import add_config_arguments
     from ..finetune import TrainConfig
+    from ..runs.config import add_config_arguments
 
     parser = argparse.ArgumentParser(
         prog="tunekit train",
@@ -51,8 +51,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def command(args: list[str]) -> int:
     """Run ``tunekit train ARGS``; return the exit status."""
-    from ..experiments.config import config_from_sources, config_overrides
     from ..finetune import TrainConfig
+    from ..runs.config import config_from_sources, config_overrides
 
     namespace = _parser().parse_args(args)
     try:
@@ -95,7 +95,7 @@ def command(args: list[str]) -> int:
 
 def _epoch_printer(*, bars: bool):
     """Prints ``epoch 2: train_loss 0.4917, eval_loss 0.3254, accuracy 1, ...``, above the bars if any."""
-    from ..experiments.report import require
+    from ..runs.report import require
 
     write = require("tqdm.auto", "Progress bars").tqdm.write if bars else print
 
@@ -107,9 +107,9 @@ def _epoch_printer(*, bars: bool):
 
 
 def _kept(out_dir: Path) -> str:
-    checkpoints = sorted((out_dir / "checkpoints").glob("checkpoint-*"))
-    if not checkpoints:
+    from ..finetune.checkpoints import latest_checkpoint
+
+    last, _ = latest_checkpoint(out_dir / "checkpoints")
+    if last is None:
         return "no epoch had finished"
-    return (
-        f"the checkpoints in {out_dir / 'checkpoints'} are kept; the same command resumes from the last one"
-    )
+    return f"the same command resumes from {last}"

@@ -6,7 +6,7 @@ which `load_experiments` imports (a missing one is skipped). This package needs 
 library to import; progress bars, YAML and plots need the "cli" extra.
 """
 
-from .config import add_config_arguments, config_from_sources, config_to_dict, option
+from ..runs.config import add_config_arguments, config_from_sources, config_to_dict, option
 from .runner import (
     EXPERIMENTS,
     ArmError,

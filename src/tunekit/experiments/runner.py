@@ -28,6 +28,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import math
 import os
 import re
 import shlex
@@ -41,8 +42,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .. import __version__
-from .config import config_diff, config_to_dict, format_value, validate_config
-from .report import (
+from ..runs import RunFolder, RunFolderError
+from ..runs.config import config_diff, config_to_dict, format_value, validate_config
+from ..runs.report import (
     format_duration,
     markdown_table,
     mean_and_spread,
@@ -92,7 +94,7 @@ class Experiment:
     Attributes:
         name: the command-line name (lower case, digits, ``-`` and ``_``).
         summary: one line for ``tunekit run --list`` and the report's title.
-        config_class: a dataclass of its options (see `tunekit.experiments.config`).
+        config_class: a dataclass of its options (see `tunekit.runs.config`).
         prepare: ``(config, cache_dir, progress) -> prepared``: the work all arms share (data, a tokenizer,
             a pre-trained model), cached by the experiment under ``cache_dir`` (shared by all experiments:
             use a subfolder). Called once per run, and not at all when every arm x seed is already finished.
@@ -108,6 +110,9 @@ class Experiment:
             default the config's ``arms`` field.
         seeds: config -> the seeds (non-negative integers); every arm runs once per seed; default
             ``0 .. config.seeds - 1``.
+        result_fields: the fields every arm's result has (not None) and the report reads: a saved result
+            without one of them (written by another version, or edited) is set aside and its arm x seed
+            runs again.
     """
 
     name: str
@@ -118,6 +123,7 @@ class Experiment:
     report: Callable[[Any, list[ArmResult], Path], str]
     arms: Callable[[Any], list[str]] = lambda config: list(config.arms)
     seeds: Callable[[Any], list[int]] = lambda config: list(range(config.seeds))
+    result_fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,11 +135,6 @@ class RunSummary:
     verdict: str
     results: list[ArmResult]
     config: Any
-
-
-class RunFolderError(ValueError):
-    """The output folder cannot take this run: it holds another experiment's or another config's run, or
-    files that are not a run. Nothing was changed there."""
 
 
 class ArmError(RuntimeError):
@@ -319,10 +320,12 @@ def run_experiment(
 ) -> RunSummary:
     """Run the experiment ``name`` with ``config`` (its defaults when None) into ``out_dir``, then report.
 
-    With ``resume`` (the default) a folder holding a run of the same experiment and config is continued:
-    its finished arm x seed results are read back, never recomputed. A different experiment or config there
-    raises `RunFolderError` (a ValueError); ``resume=False`` discards the run there and starts over. A
-    folder that is not empty and holds no run (no config.json) is refused either way. ``cache_dir``
+    The folder is a `tunekit.runs.RunFolder`: with ``resume`` (the default) a folder holding a run of the
+    same experiment and config is continued: its finished arm x seed results are read back, never
+    recomputed. A different experiment or config there, a folder tunekit did not make (a saved model, the
+    user's files) and a folder another process is running in raise `RunFolderError` (a ValueError);
+    ``resume=False`` discards what the earlier run wrote and starts over, but only once the experiment's
+    ``prepare`` has accepted the config and its data. ``cache_dir``
     defaults to `default_cache_dir`. ``progress`` is True (bars and messages on stderr), False (quiet:
     messages to the logger) or a `Progress`.
 
@@ -342,31 +345,55 @@ def run_experiment(
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     arms, seeds = _arms_and_seeds(experiment, config)
 
-    _claim_out_dir(out_dir, experiment, config, resume, progress)
+    record = {"experiment": experiment.name, "tunekit_version": __version__, "config": config_to_dict(config)}
+    folder = RunFolder(
+        out_dir,
+        kind=f"run {experiment.name}",
+        outputs=("arms", "work", "report"),
+        compare=lambda saved, new: _config_changes(experiment, saved, new),
+    )
+    folder.check(record, fresh=not resume)  # read-only, as everything up to the claim
     finished: dict[tuple[str, int], ArmResult] = {}
+    rejected: list[tuple[Path, str]] = []
     for arm in arms:
         for seed in seeds:
-            result = _read_arm(out_dir, arm, seed, progress)
-            if result is not None:
+            result = _read_arm(experiment, out_dir, arm, seed) if resume else None
+            if isinstance(result, ArmResult):
                 finished[(arm, seed)] = result
+            elif result is not None:
+                rejected.append((_arm_path(out_dir, arm, seed), result))
     total = len(arms) * len(seeds)
     pending = [(arm, seed) for seed in seeds for arm in arms if (arm, seed) not in finished]
-    if finished and pending:
-        progress.write(
-            f"{name}: resuming in {out_dir}: {len(finished)} of {total} arm x seed runs had finished"
-        )
-    elif finished:
-        progress.write(f"{name}: all {total} arm x seed runs in {out_dir} had finished; writing the report")
-    if pending:
+    prepared = None
+    if pending:  # the experiment checks its data and options here: before the folder is touched
         cache_dir.mkdir(parents=True, exist_ok=True)
         prepared = experiment.prepare(config, cache_dir, progress)
-        with progress.bar(total, name, unit="arm", initial=len(finished)) as bar:
-            for arm, seed in pending:
-                bar.set_postfix_str(f"{arm}, seed {seed}")
-                finished[(arm, seed)] = _run_arm(experiment, config, prepared, arm, seed, out_dir, progress)
-                bar.update()
-    results = [finished[(arm, seed)] for arm in arms for seed in seeds]
-    report_dir, verdict = _write_report(experiment, config, results, out_dir, arms, seeds)
+    with folder.claim(record, fresh=not resume) as discarded:
+        if discarded:
+            progress.write(f"{name}: discarded the earlier run in {out_dir} ({', '.join(discarded)})")
+        for path, reason in rejected:
+            progress.write(
+                f"warning: {path} is not a usable result ({reason}); set aside as "
+                f"{_set_aside(path).name}, and its arm x seed runs again"
+            )
+        if finished and pending:
+            progress.write(
+                f"{name}: resuming in {out_dir}: {len(finished)} of {total} arm x seed runs had finished"
+            )
+        elif finished:
+            progress.write(
+                f"{name}: all {total} arm x seed runs in {out_dir} had finished; writing the report"
+            )
+        if pending:
+            with progress.bar(total, name, unit="arm", initial=len(finished)) as bar:
+                for arm, seed in pending:
+                    bar.set_postfix_str(f"{arm}, seed {seed}")
+                    finished[(arm, seed)] = _run_arm(
+                        experiment, config, prepared, arm, seed, out_dir, progress
+                    )
+                    bar.update()
+        results = [finished[(arm, seed)] for arm in arms for seed in seeds]
+        report_dir, verdict = _write_report(experiment, config, results, out_dir, arms, seeds)
     return RunSummary(out_dir=out_dir, report_dir=report_dir, verdict=verdict, results=results, config=config)
 
 
@@ -423,70 +450,47 @@ def _arms_and_seeds(experiment: Experiment, config: Any) -> tuple[list[str], lis
     return arms, seeds
 
 
-def _claim_out_dir(
-    out_dir: Path, experiment: Experiment, config: Any, resume: bool, progress: Progress
-) -> None:
-    """Check that ``out_dir`` is empty or holds a run this one may continue (or discard it when not
-    ``resume``), then record the experiment and config there."""
-    config_path = out_dir / "config.json"
-    record = {"experiment": experiment.name, "tunekit_version": __version__, "config": config_to_dict(config)}
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RunFolderError(f"output folder {out_dir} is a file")
-    if out_dir.is_dir() and not config_path.is_file() and any(out_dir.iterdir()):
-        raise RunFolderError(
-            f"output folder {out_dir} is not empty and holds no tunekit run (no config.json); "
-            "choose another one with --out DIR"
-        )
-    if config_path.is_file() and not resume:
-        for name in ("arms", "work", "report"):
-            if (out_dir / name).exists():
-                shutil.rmtree(out_dir / name)
-        config_path.unlink()
-        progress.write(f"{experiment.name}: discarded the earlier run in {out_dir}")
-    elif config_path.is_file():
-        try:
-            saved = json.loads(config_path.read_text(encoding="utf-8"))
-            saved_name, saved_config = saved["experiment"], saved["config"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise RunFolderError(
-                f"{config_path} is unreadable ({error}); start over with --fresh or choose another --out DIR"
-            ) from None
-        if saved_name != experiment.name:
-            raise RunFolderError(
-                f"output folder {out_dir} holds a run of the experiment {saved_name!r}, not "
-                f"{experiment.name!r}; choose another one with --out DIR"
-            )
-        diff = config_diff(experiment.config_class, saved_config, record["config"])
-        if diff:
-            changes = "; ".join(
-                f"{k}: {_show(old)} there, {_show(new)} now" for k, (old, new) in diff.items()
-            )
-            raise RunFolderError(
-                f"output folder {out_dir} holds a run of {experiment.name} with a different config "
-                f"({changes}); resuming would mix their results. Write this run elsewhere with --out DIR, or "
-                "discard the earlier one with --fresh"
-            )
-    write_json(config_path, record)
-
-
-def _show(value: Any) -> str:
-    return value if isinstance(value, str) and value == "(absent)" else format_value(value)
+def _config_changes(experiment: Experiment, saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict:
+    if not isinstance(saved.get("config"), Mapping):
+        return {"config": ("unreadable", "this run's")}
+    return config_diff(experiment.config_class, saved["config"], new["config"])
 
 
 def _arm_path(out_dir: Path, arm: str, seed: int) -> Path:
     return out_dir / "arms" / arm / f"seed-{seed}.json"
 
 
-def _read_arm(out_dir: Path, arm: str, seed: int, progress: Progress) -> ArmResult | None:
+def _read_arm(experiment: Experiment, out_dir: Path, arm: str, seed: int) -> ArmResult | str | None:
+    """The finished result of ``arm`` x ``seed``; None when there is none; why the file there is not one."""
     path = _arm_path(out_dir, arm, seed)
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return ArmResult(arm=arm, seed=seed, result=data["result"], seconds=float(data["seconds"]))
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        progress.write(f"warning: ignoring unreadable {path} ({error}); arm {arm!r}, seed {seed} runs again")
-        return None
+    except (OSError, ValueError) as error:
+        return f"unreadable: {error}"
+    if not isinstance(data, Mapping) or (data.get("arm"), data.get("seed")) != (arm, seed):
+        return f"not the result of arm {arm!r}, seed {seed}"
+    seconds, result = data.get("seconds"), data.get("result")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        return f"seconds is {seconds!r}, not a number"
+    if not isinstance(result, Mapping) or not result:
+        return f"result is {json.dumps(result)}, not the fields an arm returns"
+    missing = [key for key in experiment.result_fields if result.get(key) is None]
+    if missing:
+        return f"result has no value for {', '.join(missing)}"
+    return ArmResult(arm=arm, seed=seed, result=dict(result), seconds=float(seconds))
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename a result file that cannot be used to ``<name>.rejected[-n].json`` beside it (kept for the
+    user to read, never read back as a result)."""
+    target, n = path.with_suffix(".rejected.json"), 1
+    while target.exists():
+        n += 1
+        target = path.with_suffix(f".rejected-{n}.json")
+    os.replace(path, target)
+    return target
 
 
 def _run_arm(

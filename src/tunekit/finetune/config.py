@@ -1,9 +1,12 @@
 """`TrainConfig`: every option of ``tunekit train``, typed, from defaults < a YAML file < flags.
 
-Built with `tunekit.experiments.config`: each field is a ``--flag-name`` (``add_config_arguments``) and a key
+Built with `tunekit.runs.config`: each field is a ``--flag-name`` (``add_config_arguments``) and a key
 of the YAML file; an unknown field, a value of the wrong type or a choice not offered is a ValueError that
-names the field. `TrainConfig.validate` adds the checks between fields (an objective the task cannot use, an
-objective option set for another objective, an objective of another problem type).
+names the field, and so is a float that is NaN or infinite (`validate_config`). `TrainConfig.validate` adds
+each option's range, the checks between fields (an objective the task cannot use, an objective option set for
+another objective, an objective of another problem type), the objective's and the tricks' own checks, a
+precision the device honours, and model / tokenizer folders that hold one: all before any data is read or
+anything is written.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..experiments.config import check_at_least, option
 from ..losses import CLASSIFICATION_LOSSES
+from ..runs.config import check_at_least, option
 
 __all__ = [
     "OBJECTIVES_BY_TASK",
@@ -22,6 +25,7 @@ __all__ = [
     "TASKS",
     "TINY_MODELS",
     "TrainConfig",
+    "check_folders",
     "default_model",
     "objective_options",
     "objectives_for",
@@ -36,6 +40,25 @@ TINY_MODELS: dict[str, tuple[str, ...]] = {
     "tiny-gpt2": ("causal_lm",),
     "tiny-llama": ("causal_lm",),
     "tiny-t5": ("seq2seq",),
+}
+
+# the smallest vocab_size of the tokenizer trained for a tiny architecture: below it the vocabulary cannot
+# hold what it starts from. A byte-level BPE (tiny-gpt2, tiny-llama, tiny-t5) starts from its initial
+# alphabet, the 256 byte symbols, and its 2 specials (<pad>, <eos>). tiny-bert's WordPiece starts from its 5
+# specials and every character of the texts, alone and as a ## continuation: that depends on the texts
+# (`train_tokenizer` checks them), so the floor here is where the lower-cased ASCII letters and digits (36)
+# fit, 5 + 2 x 36
+BPE_MIN_VOCAB_SIZE = 256 + 2
+WORDPIECE_MIN_VOCAB_SIZE = 5 + 2 * 36
+_BPE = (BPE_MIN_VOCAB_SIZE, "a byte-level BPE: 256 byte symbols and 2 specials")
+MIN_VOCAB_SIZES: dict[str, tuple[int, str]] = {
+    "tiny-bert": (
+        WORDPIECE_MIN_VOCAB_SIZE,
+        "a WordPiece: 5 specials, and the lower-cased letters and digits alone and as ## continuations",
+    ),
+    "tiny-gpt2": _BPE,
+    "tiny-llama": _BPE,
+    "tiny-t5": _BPE,
 }
 
 # the problem types of a sequence classifier (``--problem-type``) -> Hugging Face's ``config.problem_type``,
@@ -109,7 +132,9 @@ class TrainConfig:
         "target", "the output text of generation; for causal_lm `none` trains on the whole text"
     )
     labels: tuple[str, ...] = option(
-        (), "the label set, in order; empty: the sorted labels of the training data (not for regression)"
+        (),
+        "the label set, in order; empty: the sorted labels of the training data, integers in numeric order "
+        "(not for regression)",
     )
 
     # ---- model ----
@@ -220,8 +245,20 @@ class TrainConfig:
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         check_at_least(
-            self, ("epochs", "batch_size", "gradient_accumulation_steps", "max_length", "tiny_layers")
+            self,
+            (
+                "epochs",
+                "batch_size",
+                "gradient_accumulation_steps",
+                "tiny_hidden_size",
+                "tiny_layers",
+                "tiny_heads",
+            ),
         )
+        # a causal LM learns from a position predicting the next one: one token teaches nothing (`encode`
+        # checks max_length against the tokenizer's own special tokens)
+        check_at_least(self, ("max_length",), minimum=2)
+        check_at_least(self, ("warmup_steps",), minimum=0)
         if self.tiny_hidden_size % self.tiny_heads:
             raise ValueError(
                 f"tiny_hidden_size ({self.tiny_hidden_size}) must be a multiple of "
@@ -229,6 +266,12 @@ class TrainConfig:
             )
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.max_grad_norm < 0:  # the Trainer clips only above 0: a negative norm would turn clipping off
+            raise ValueError(f"max_grad_norm must be >= 0 (0: no clipping), got {self.max_grad_norm}")
+        if not 0 <= self.seed < 2**32:  # numpy's seed range (the Trainer seeds numpy too)
+            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"labels has duplicates: {list(self.labels)}")
         self._validate_lora()
@@ -236,6 +279,74 @@ class TrainConfig:
             raise ValueError(f"packing is for task causal_lm, not {self.task}")
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints must be >= 1 or none, got {self.keep_checkpoints}")
+        self._validate_vocab_size()
+        self._validate_objective_and_tricks()
+        self._validate_precision()
+        check_folders(self)
+
+    def _validate_vocab_size(self) -> None:
+        check_at_least(self, ("vocab_size",))
+        name = default_model(self.task) if self.model is None else self.model
+        if self.tokenizer is not None or name not in MIN_VOCAB_SIZES:
+            return  # no tokenizer is trained: the vocabulary is the tokenizer's own
+        minimum, start = MIN_VOCAB_SIZES[name]
+        if self.vocab_size < minimum:
+            raise ValueError(
+                f"vocab_size must be >= {minimum} for the tokenizer trained for {name} ({start}), "
+                f"got {self.vocab_size}"
+            )
+
+    def _validate_objective_and_tricks(self) -> None:
+        """Build the objective and the tricks as training will: their own checks, before any data is read."""
+        from ..hf import TrainerLoss
+
+        try:
+            TrainerLoss(self.objective, task=self.task, **objective_options(self))
+        except ValueError as error:
+            message = str(error)
+            for name, (_, keyword) in OBJECTIVE_OPTIONS.items():
+                if getattr(self, name) is not None and message.startswith(f"{keyword} "):
+                    message = name + message[len(keyword) :]  # the option's name, not the objective's
+                    break
+            raise ValueError(message) from None
+        self.trainer_tricks()  # TrainerTricks checks its options
+
+    def trainer_tricks(self) -> Any:
+        """The `tunekit.hf.TrainerTricks` these options ask for."""
+        from ..hf import TrainerTricks
+
+        return TrainerTricks(
+            ema_decay=self.ema_decay,
+            adversarial=None if self.adversarial == "none" else self.adversarial,
+            adversarial_epsilon=self.adversarial_epsilon,
+            pgd_alpha=self.pgd_alpha,
+            pgd_steps=self.pgd_steps,
+            rdrop_alpha=self.rdrop_alpha,
+            layer_decay=self.layer_decay,
+            head_lr=self.head_lr,
+        )
+
+    def _validate_precision(self) -> None:
+        """bf16 / fp16 only where the Trainer honours them: refused here, before anything is written."""
+        if self.precision == "fp32":
+            return
+        from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+        # the Trainer's own condition for bf16 (TrainingArguments raises it, but only once the run has begun)
+        if self.precision == "bf16" and not (
+            self.cpu or is_torch_bf16_gpu_available() or is_torch_xla_available()
+        ):
+            raise ValueError(
+                "precision bf16 needs a GPU that supports it (CUDA: Ampere or newer), and there is none; "
+                "add --cpu to train in bf16 on the CPU, or use --precision fp32"
+            )
+        # on the CPU the Trainer (accelerate) has no fp16 autocast: it would train in fp32 and say fp16
+        if self.precision == "fp16" and (self.cpu or not _accelerator_available()):
+            where = "--cpu trains on the CPU" if self.cpu else "there is none"
+            raise ValueError(
+                f"precision fp16 needs a GPU, and {where} (on the CPU the Trainer has no fp16: it would "
+                "train in fp32); use --precision fp32, or bf16 with --cpu"
+            )
 
     def _validate_lora(self) -> None:
         if self.lora_r is None:
@@ -276,6 +387,36 @@ class TrainConfig:
     @property
     def generation(self) -> bool:
         return self.task in ("causal_lm", "seq2seq")
+
+
+def _accelerator_available() -> bool:
+    """Whether the Trainer would train on a device other than the CPU (without ``--cpu``)."""
+    import os
+
+    import torch
+    from transformers.utils import is_torch_xla_available
+
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6: CUDA, MPS, XPU and the others
+    if accelerator is not None and accelerator.is_available():
+        return True
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or is_torch_xla_available()
+
+
+def check_folders(config: TrainConfig) -> None:
+    """ValueError unless the config's model folder holds a model (and a tokenizer, without ``--tokenizer``)
+    and its tokenizer folder a tokenizer: checked before anything is read or written (the loaders' own
+    errors speak of sentencepiece and tiktoken)."""
+    from ..hf.local_folders import check_model_folder, check_tokenizer_folder
+
+    if config.model is not None and config.model not in TINY_MODELS:
+        hint = f", nor one of the tiny architectures ({', '.join(TINY_MODELS)})"
+        check_model_folder(Path(config.model), option="model", not_a_folder_hint=hint)
+        if config.tokenizer is None:
+            check_tokenizer_folder(Path(config.model), option="model", hint="pass --tokenizer FOLDER")
+    if config.tokenizer is not None:
+        check_tokenizer_folder(Path(config.tokenizer), option="tokenizer")
 
 
 def default_model(task: str) -> str:

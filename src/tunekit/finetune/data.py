@@ -3,7 +3,8 @@
 
 One record per example; the field names are configurable (`TrainConfig.text_field` and friends):
 
-- sequence classification: ``{"text": "...", "label": "positive"}`` (a label may be a string or a number);
+- sequence classification: ``{"text": "...", "label": "positive"}`` (the labels of a file are all strings or
+  all integers, which keep their numeric order);
   multi-label (``problem_type="multi_label"``): ``{"text": "...", "label": ["sports", "politics"]}``, or the
   labels joined by `TrainConfig.label_separator` (``"sports|politics"``, the only form a CSV cell holds); an
   empty list or cell is an example with none of the labels; regression: ``{"text": "...", "label": 0.7}``
@@ -24,6 +25,7 @@ import io
 import json
 import math
 import random
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,7 @@ __all__ = [
 ]
 
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 
 
@@ -88,9 +91,19 @@ def load_examples(path: Path, config: TrainConfig) -> list[Example]:
     """The examples of one data file for `config.task`, with its field names.
 
     Raises ValueError naming the file and the line for a missing field, an empty text, target or label, a
-    value of the wrong kind, words and tags of different counts, and a file without records.
+    value of the wrong kind, class labels or tags that mix numbers and text (``"pos"``, ``"neg"`` and one
+    stray ``1``), words and tags of different counts, and a file without records.
     """
-    examples = [_example(where, record, config) for where, record in read_records(path)]
+    kinds = None
+    if config.task == "token_classification" or (
+        config.task == "sequence_classification" and config.problem_type != "regression"
+    ):
+        kinds = _LabelKinds(config.label_field)
+    examples = []
+    for where, record in read_records(path):
+        examples.append(_example(where, record, config))
+        if kinds is not None:
+            kinds.check(record[config.label_field], where)
     if not examples:
         raise ValueError(f"{path}: no examples (the file is empty)")
     return examples
@@ -98,13 +111,16 @@ def load_examples(path: Path, config: TrainConfig) -> list[Example]:
 
 def label_set(examples: Sequence[Example], given: Sequence[str] = ()) -> tuple[str, ...]:
     """The labels in order: `given` when set (every example's labels must be among them), else the sorted
-    labels of `examples`."""
+    labels of `examples`; integer labels (``0`` ... ``11``, numbers in JSON or digits in CSV) in numeric
+    order, so that class id ``k`` is label ``k`` when they count from 0."""
     if given:
         check_labels(examples, given, "the label set given by --labels")
         return tuple(given)
     found = set()
     for example in examples:
         found.update(_labels_of(example))
+    if found and all(_INTEGER.fullmatch(label) for label in found):
+        return tuple(sorted(found, key=lambda label: (int(label), label)))
     return tuple(sorted(found))
 
 
@@ -320,6 +336,27 @@ def _words(record: dict[str, Any], name: str, where: str) -> tuple[str, ...]:
     if not words:
         raise ValueError(f"{where}: field {name!r} is empty")
     return tuple(words)
+
+
+class _LabelKinds:
+    """Whether a file's class labels are text or numbers: the first one decides, a label of the other kind
+    is an error (one stray ``1`` among "pos" / "neg" would silently be a class of its own)."""
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+        self.first: tuple[str, Any, str] | None = None  # (kind, label, where)
+
+    def check(self, value: Any, where: str) -> None:
+        for label in value if isinstance(value, list) else [value]:
+            kind = "text" if isinstance(label, str) else "a number"
+            if self.first is None:
+                self.first = (kind, label, where)
+            elif kind != self.first[0]:
+                first_kind, first_label, first_where = self.first
+                raise ValueError(
+                    f"{where}: label {label!r} of field {self.field!r} is {kind}, but label {first_label!r} "
+                    f"({first_where}) is {first_kind}: a field's labels must be all text or all numbers"
+                )
 
 
 def _labels_of(example: Example) -> tuple[str, ...]:

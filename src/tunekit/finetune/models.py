@@ -16,7 +16,7 @@ import transformers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from ..hf.tokenizer_training import train_byte_level_bpe
-from .config import PROBLEM_TYPES, TINY_MODELS, TrainConfig, default_model
+from .config import BPE_MIN_VOCAB_SIZE, PROBLEM_TYPES, TINY_MODELS, TrainConfig, check_folders, default_model
 
 __all__ = ["AUTO_CLASSES", "load_model", "load_tokenizer", "model_name", "train_tokenizer", "with_lora"]
 
@@ -52,6 +52,9 @@ def train_tokenizer(
     ``[CLS] text [SEP]``, [PAD] id 0. The others: byte-level BPE (any text encodes losslessly) with ``<pad>``
     id 0 and ``<eos>`` id 1; tiny-t5's encodings end with ``<eos>``, as T5's do. The same texts give the same
     tokenizer (a resumed run, and every process of a multi-process run, trains the same one).
+
+    Raises ValueError for a `vocab_size` below what the vocabulary starts with: the BPE's 256 bytes and 2
+    specials, the WordPiece's 5 specials and the texts' characters alone and as ``##`` continuations.
     """
     if architecture == "tiny-bert":
         tok = tokenizers.Tokenizer(models.WordPiece(_wordpiece_vocab(texts, vocab_size), unk_token="[UNK]"))
@@ -67,9 +70,10 @@ def train_tokenizer(
         return transformers.PreTrainedTokenizerFast(
             tokenizer_object=tok, model_max_length=max_length, **_BERT_SPECIALS
         )
-    if vocab_size < 258:
+    if vocab_size < BPE_MIN_VOCAB_SIZE:
         raise ValueError(
-            f"vocab_size must be >= 258 for a byte-level BPE (256 bytes + 2 specials), got {vocab_size}"
+            f"vocab_size must be >= {BPE_MIN_VOCAB_SIZE} for a byte-level BPE (256 bytes + 2 specials), "
+            f"got {vocab_size}"
         )
     tok = train_byte_level_bpe(texts, vocab_size, [PAD, EOS])
     if architecture == "tiny-t5":
@@ -100,6 +104,12 @@ def _wordpiece_vocab(texts: Iterable[str], vocab_size: int) -> dict[str, int]:
         counts.update(word for word, _ in _BERT_PRE_TOKENIZER.pre_tokenize_str(normalized))
     characters = sorted({c for word in counts for c in word})
     vocab = [*_BERT_SPECIALS.values(), *characters, *(f"##{c}" for c in characters)]
+    if vocab_size < len(vocab):  # the vocabulary would outgrow vocab_size and hold no word
+        raise ValueError(
+            f"vocab_size {vocab_size} is below the {len(vocab)} tokens a WordPiece of these texts starts "
+            f"with ({len(_BERT_SPECIALS)} specials and their {len(characters)} distinct characters, alone "
+            "and as ## continuations); raise --vocab-size"
+        )
     known = set(vocab)
     for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
         if len(vocab) >= vocab_size:
@@ -115,6 +125,7 @@ def load_tokenizer(config: TrainConfig, texts: Sequence[str], checkpoint: Path |
 
     A tokenizer without a pad token pads with its eos token (GPT-2's and Llama's have none)."""
     name = model_name(config)
+    check_folders(config)
     if config.tokenizer is None and name in TINY_MODELS and checkpoint is not None:
         return _from_folder(transformers.AutoTokenizer, checkpoint, "tokenizer")
     if config.tokenizer is not None:

@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..experiments.config import config_to_dict
-from ..experiments.report import (
+from ..runs.config import config_to_dict
+from ..runs.report import (
     format_duration,
     markdown_table,
     plot_curves,
@@ -57,8 +57,9 @@ def write_report(
     metric_names: Sequence[str],
     complete: bool,
     seconds: float,
-) -> None:
-    """Write metrics.json, report.md and the curves into `out_dir` (each file atomically)."""
+) -> list[str]:
+    """Write metrics.json, report.md and the curves into `out_dir` (each file atomically); return the names
+    written."""
     write_json(
         out_dir / METRICS_FILE,
         {
@@ -75,6 +76,7 @@ def write_report(
     options_yaml = yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
     markdown = _markdown(config, facts, epochs, metric_names, complete, seconds, plots, options_yaml)
     write_text(out_dir / REPORT_FILE, markdown)
+    return [METRICS_FILE, REPORT_FILE, *plots]
 
 
 def _plots(out_dir: Path, epochs: Sequence[Mapping[str, float]], metric_names: Sequence[str]) -> list[str]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -29,12 +28,13 @@ from typing import Any
 
 import torch
 import transformers
-from transformers.trainer_utils import get_last_checkpoint
 
-from ..experiments.config import config_diff, config_to_dict
-from ..experiments.report import write_json
-from ..hf import TrainerLoss, TrainerTricks, TunekitSeq2SeqTrainer, TunekitTrainer
+from ..hf import TrainerLoss, TunekitSeq2SeqTrainer, TunekitTrainer
 from ..hf.output_layer import output_layer
+from ..runs import RunFolder, RunFolderError
+from ..runs.config import config_diff, config_to_dict
+from ..runs.folder import free_space
+from .checkpoints import STAGING, StagedCheckpoints, latest_checkpoint, set_aside
 from .config import TINY_MODELS, TrainConfig, objective_options
 from .data import Example, check_labels, label_set, load_examples, split_off
 from .encode import collator, encode
@@ -46,7 +46,8 @@ __all__ = ["TrainResult", "train"]
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE, CHECKPOINTS, MODEL_DIR = "config.json", "checkpoints", "model"
+CHECKPOINTS, MODEL_DIR = "checkpoints", "model"
+OUTPUTS = (CHECKPOINTS, MODEL_DIR, METRICS_FILE, REPORT_FILE)  # and the curves, recorded as they are drawn
 
 
 @dataclass
@@ -88,10 +89,14 @@ def train(
     """
     out_dir = Path(out_dir)
     main_process = _is_main_process()
-    if fresh and main_process:
-        _clear(out_dir)
-    checkpoint = _checkpoint_to_resume(config, out_dir, resume, fresh)
+    identity = _run_identity(config)
+    folder = RunFolder(out_dir, kind="train", outputs=OUTPUTS, compare=_compare_identities)
+    if main_process:  # read-only: the folder may take this run
+        folder.check(identity, fresh=fresh)
+        _check_model_outside(config, out_dir, fresh)
+    checkpoint, broken = _checkpoint_to_resume(config, out_dir, resume, fresh)
 
+    # every check of the data, the model and the options, before anything is written
     train_examples, eval_examples, eval_source = _data(config)
     labels = _labels(config, train_examples, eval_examples)
     options = objective_options(config)
@@ -133,28 +138,37 @@ def train(
         "auto_class": AUTO_CLASSES[config.task].__name__,
         "resumed_from": str(checkpoint) if checkpoint else None,
     }
-    if main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(out_dir / CONFIG_FILE, _run_identity(config))
-
-    started = time.monotonic()
-    metrics = metric_names(config.task, config.problem_type)
-    reporter = _Reporter(out_dir, config, facts, metrics, started, on_epoch, main_process)
-    trainer = _trainer(config, out_dir, model, tokenizer, train_rows.rows, eval_rows, labels, progress, fused)
-    trainer.add_callback(reporter)
-    for callback in callbacks:
-        trainer.add_callback(callback)
-    with _no_shard_bars():
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        model_dir = out_dir / MODEL_DIR
-        epochs = epoch_rows(trainer.state.log_history)
-        finished = trainer.state.global_step >= trainer.state.max_steps
-        if finished:
-            _save_model(trainer, model_dir, main_process)
+    claim = folder.claim(identity, fresh=fresh) if main_process else contextlib.nullcontext([])
+    with claim as discarded:
+        if discarded:
+            logger.warning("discarded the earlier run in %s (%s)", out_dir, ", ".join(discarded))
+        if main_process:
+            for path, reason in broken:
+                aside = set_aside(path, reason)
+                logger.warning("%s cannot be resumed from (%s): set aside as %s", path, reason, aside.name)
+            shutil.rmtree(out_dir / CHECKPOINTS / STAGING, ignore_errors=True)  # a save that never completed
+        started = time.monotonic()
+        metrics = metric_names(config.task, config.problem_type)
+        reporter = _Reporter(folder, config, facts, metrics, started, on_epoch, main_process)
+        trainer = _trainer(
+            config, out_dir, model, tokenizer, train_rows.rows, eval_rows, labels, progress, fused
+        )
+        trainer.add_callback(reporter)
+        for callback in callbacks:
+            trainer.add_callback(callback)
+        with _no_shard_bars(), _checkpoint_write_errors(out_dir):
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            model_dir = out_dir / MODEL_DIR
+            epochs = epoch_rows(trainer.state.log_history)
+            finished = trainer.state.global_step >= trainer.state.max_steps
+            if finished:
+                _save_model(trainer, model_dir, main_process)
+                if main_process:
+                    tokenizer.save_pretrained(str(model_dir))
             if main_process:
-                tokenizer.save_pretrained(str(model_dir))
-    if main_process:
-        reporter.write(epochs, complete=finished)
+                reporter.write(epochs, complete=finished)
+                with contextlib.suppress(OSError):  # an empty staging folder: every save completed
+                    (out_dir / CHECKPOINTS / STAGING).rmdir()
     return TrainResult(out_dir, model_dir, epochs, checkpoint)
 
 
@@ -177,7 +191,7 @@ def _trainer(
     args_class = transformers.Seq2SeqTrainingArguments if seq2seq else transformers.TrainingArguments
     evaluate = "epoch" if eval_rows is not None else "no"
     args = args_class(
-        output_dir=str(out_dir / CHECKPOINTS),
+        output_dir=str(out_dir / CHECKPOINTS / STAGING),  # StagedCheckpoints moves each one out when complete
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
@@ -196,20 +210,9 @@ def _trainer(
         eval_strategy=evaluate,
         save_strategy="epoch",
         logging_strategy="epoch",
-        save_total_limit=config.keep_checkpoints,
         report_to=[],
         disable_tqdm=not progress,
         dataloader_pin_memory=torch.cuda.is_available() and not config.cpu,
-    )
-    tricks = TrainerTricks(
-        ema_decay=config.ema_decay,
-        adversarial=None if config.adversarial == "none" else config.adversarial,
-        adversarial_epsilon=config.adversarial_epsilon,
-        pgd_alpha=config.pgd_alpha,
-        pgd_steps=config.pgd_steps,
-        rdrop_alpha=config.rdrop_alpha,
-        layer_decay=config.layer_decay,
-        head_lr=config.head_lr,
     )
     options = objective_options(config)
     trainer_class = TunekitSeq2SeqTrainer if seq2seq else TunekitTrainer
@@ -223,8 +226,9 @@ def _trainer(
         compute_loss_func=TrainerLoss(config.objective, task=config.task, fused=fused, **options),
         compute_metrics=compute_metrics_for(config.task, len(labels), config.problem_type),
         preprocess_logits_for_metrics=preprocess_for(config.task, config.problem_type),
-        tricks=tricks,
+        tricks=config.trainer_tricks(),
     )
+    trainer.add_callback(StagedCheckpoints(out_dir / CHECKPOINTS, keep=config.keep_checkpoints))
     # the bars stay, the raw log dicts go: the caller gets each epoch's row through on_epoch
     trainer.remove_callback(transformers.PrinterCallback)
     if progress:
@@ -294,27 +298,49 @@ def _texts(example: Example) -> list[str]:
 
 def _checkpoint_to_resume(
     config: TrainConfig, out_dir: Path, resume: bool | None, fresh: bool
-) -> Path | None:
+) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint a resume can use, and the newer ones it cannot (with the reason)."""
     folder = out_dir / CHECKPOINTS
-    last = None if fresh or not folder.is_dir() else get_last_checkpoint(str(folder))
+    if fresh:
+        last, broken = None, []
+    else:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        last, broken = latest_checkpoint(folder, world_size=world_size, ema=config.ema_decay is not None)
+    why = "; ".join(f"{path.name}: {reason}" for path, reason in broken)
     if last is None:
+        if broken:
+            raise ValueError(
+                f"no checkpoint in {folder} can be resumed from ({why}); start over with --fresh"
+            )
         if resume:
             raise ValueError(f"nothing to resume: {folder} has no checkpoint")
-        return None
+        return None, []
     if resume is False:
         raise ValueError(
             f"{out_dir} has checkpoints of an earlier run: resume it, or start over with --fresh"
         )
-    saved = out_dir / CONFIG_FILE
-    if saved.is_file():
-        changed = config_diff(TrainConfig, json.loads(saved.read_text()), _run_identity(config))
-        if changed:
-            shown = ", ".join(f"{name} {old!r} -> {new!r}" for name, (old, new) in changed.items())
-            raise ValueError(
-                f"{out_dir} has checkpoints of a run with other options ({shown}); resume with the same "
-                "options, or use --fresh or another --out"
-            )
-    return Path(last)
+    return last, broken
+
+
+def _compare_identities(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple]:
+    """The options that differ, and the data files whose contents differ (shown by a short fingerprint)."""
+    changes = config_diff(TrainConfig, saved, new)
+    for key in [key for key in changes if key.endswith("_sha256")]:
+        old, now = changes.pop(key)
+        changes[f"{key.removesuffix('_sha256')} contents"] = (f"sha256 {old[:12]}", f"sha256 {now[:12]}")
+    return changes
+
+
+def _check_model_outside(config: TrainConfig, out_dir: Path, fresh: bool) -> None:
+    """--fresh must not discard the model the run starts from."""
+    if not fresh or config.model is None:
+        return
+    model = Path(config.model).expanduser()
+    if model.exists() and model.resolve().is_relative_to(out_dir.resolve()):
+        raise RunFolderError(
+            f"--model {config.model} lies inside --out {out_dir}, which --fresh would discard; copy the "
+            "model elsewhere or choose another --out"
+        )
 
 
 def _run_identity(config: TrainConfig) -> dict[str, Any]:
@@ -327,14 +353,20 @@ def _run_identity(config: TrainConfig) -> dict[str, Any]:
     return identity
 
 
-def _clear(out_dir: Path) -> None:
-    """Remove what a run writes (and nothing else the folder may hold)."""
-    for name in (CHECKPOINTS, MODEL_DIR):
-        shutil.rmtree(out_dir / name, ignore_errors=True)
-    for name in (CONFIG_FILE, METRICS_FILE, REPORT_FILE):
-        (out_dir / name).unlink(missing_ok=True)
-    for png in out_dir.glob("*.png"):
-        png.unlink()
+@contextlib.contextmanager
+def _checkpoint_write_errors(out_dir: Path) -> Iterator[None]:
+    """torch's checkpoint writer says only "file write failed" (a full disk, mostly): one line naming the
+    folder and its free space. (OSErrors are the run folder's: `tunekit.runs.folder.write_errors`.)"""
+    try:
+        yield
+    except RuntimeError as error:
+        if "PytorchStreamWriter failed" not in str(error) and "file write failed" not in str(error):
+            raise
+        staging = out_dir / CHECKPOINTS / STAGING
+        raise RunFolderError(
+            f"cannot write a checkpoint into {staging}: torch's writer failed ({free_space(staging)} free "
+            "there; a full disk is the usual cause); free some space and run the same command again"
+        ) from error
 
 
 @contextlib.contextmanager
@@ -393,14 +425,14 @@ class _Reporter(transformers.TrainerCallback):
     """Rewrites the report after every epoch's checkpoint (so a resumed run's report never runs ahead of its
     checkpoints) and hands the epoch's row to ``on_epoch``."""
 
-    def __init__(self, out_dir, config, facts, metric_names, started, on_epoch, main_process) -> None:
-        self.out_dir, self.config, self.facts = out_dir, config, facts
+    def __init__(self, folder, config, facts, metric_names, started, on_epoch, main_process) -> None:
+        self.folder, self.config, self.facts = folder, config, facts
         self.metric_names, self.started, self.on_epoch = metric_names, started, on_epoch
         self.main_process = main_process
 
     def write(self, epochs: Sequence[Mapping[str, float]], *, complete: bool) -> None:
-        write_report(
-            self.out_dir,
+        written = write_report(
+            self.folder.path,
             config=self.config,
             facts=self.facts,
             epochs=epochs,
@@ -408,6 +440,7 @@ class _Reporter(transformers.TrainerCallback):
             complete=complete,
             seconds=time.monotonic() - self.started,
         )
+        self.folder.record(*written)
 
     def on_save(self, args, state, control, **kwargs):
         if not self.main_process:

@@ -43,6 +43,8 @@ __all__ = [
     "PHRASE_TRIGGER",
     "Attack",
     "Pair",
+    "check_corpus_root",
+    "check_halves",
     "check_trigger_absent",
     "corpus_pairs",
     "extract_pairs",
@@ -228,20 +230,13 @@ def corpus_pairs(
     like (see `DEFAULT_EXCLUDE`). A function whose code already occurred in an earlier file (or earlier in the
     same file) is dropped, so no code appears twice; modules left without pairs are omitted. Symbolic links to
     directories are not followed.
+
+    Raises ValueError when `root` is not a directory, holds no ``.py`` file (`check_corpus_root`) or yields no
+    pair, saying what a usable function looks like.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"corpus root {str(root)!r} is not a directory")
-
-    def excluded(name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude)
-
-    modules = []
-    for directory, dirnames, filenames in os.walk(root):
-        dirnames[:] = [name for name in dirnames if not excluded(name)]
-        for filename in filenames:
-            if filename.endswith(".py") and not excluded(filename):
-                modules.append(Path(directory, filename).relative_to(root).as_posix())
+    check_corpus_root(root, exclude=exclude)
+    modules = [path.relative_to(root).as_posix() for path in _module_paths(root, exclude)]
     by_module: dict[str, list[Pair]] = {}
     seen: set[str] = set()
     for module in sorted(modules):
@@ -252,7 +247,37 @@ def corpus_pairs(
                 pairs.append(pair)
         if pairs:
             by_module[module] = pairs
+    if not by_module:
+        raise ValueError(
+            f"corpus {root} yielded no usable (docstring, code) pairs from its {len(modules)} .py file(s): "
+            "expected functions whose docstring starts with a sentence of 3 or more words and that have "
+            f"code besides it, at most {max_code_chars} characters"
+        )
     return by_module
+
+
+def check_corpus_root(root: Path, *, exclude: tuple[str, ...] = DEFAULT_EXCLUDE) -> None:
+    """ValueError unless `root` is a directory holding a ``.py`` file that `corpus_pairs` reads (not under an
+    `exclude`d name); it stops at the first one, so a config's validation can afford it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"corpus {str(root)!r} is not a directory")
+    if next(_module_paths(root, exclude), None) is None:
+        skipped = " (test folders and files, __pycache__ and hidden folders are skipped)" if exclude else ""
+        raise ValueError(f"corpus {root} has no .py files{skipped}: expected a tree of Python sources")
+
+
+def _module_paths(root: Path, exclude: tuple[str, ...]) -> Iterator[Path]:
+    """The ``.py`` files under `root` whose path has no `exclude`d name, in walk order."""
+
+    def excluded(name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude)
+
+    for directory, dirnames, filenames in os.walk(root):
+        dirnames[:] = [name for name in dirnames if not excluded(name)]
+        for filename in filenames:
+            if filename.endswith(".py") and not excluded(filename):
+                yield Path(directory, filename)
 
 
 def load_jsonl_pairs(path: Path, nl_field: str = "nl", code_field: str = "code") -> list[Pair]:
@@ -324,6 +349,31 @@ def split_by_module(
     finetune = [pair for module in modules[cut:] for pair in pairs_by_module[module]]
     finetune = [pair for pair in finetune if pair.code not in codes]
     return pretrain, finetune
+
+
+def check_halves(
+    pairs_by_module: Mapping[str, Sequence[Pair]],
+    pretrain: Sequence[Pair],
+    finetune: Sequence[Pair] | None,
+    *,
+    test_size: int,
+    corpus: Path,
+    pretraining: bool = True,
+) -> None:
+    """ValueError in one line when `split_by_module`'s halves of a corpus are too small: no pre-training pair
+    (with `pretraining`: a corpus of one module), or not more fine-tuning pairs than `test_size` (unless
+    `finetune` is None: the fine-tuning pairs come from elsewhere)."""
+    total = sum(len(pairs) for pairs in pairs_by_module.values())
+    found = f"corpus {corpus} yielded {total} (docstring, code) pairs in {len(pairs_by_module)} module(s)"
+    if pretraining and not pretrain:
+        raise ValueError(
+            f"{found}, none for pre-training: each half takes whole modules; give a corpus with more modules"
+        )
+    if finetune is not None and len(finetune) <= test_size:
+        raise ValueError(
+            f"{found}, {len(finetune)} for fine-tuning (the modules not pre-trained on): too few to hold out "
+            f"--test-size {test_size} pairs and train on the rest; lower --test-size or give a larger corpus"
+        )
 
 
 def train_test_split(pairs: Sequence[Pair], *, test_size: int, seed: int) -> tuple[list[Pair], list[Pair]]:

@@ -14,12 +14,16 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from ..._checks import check_fraction
+from ...runs.config import check_arms, check_at_least, option
+from ...runs.report import epoch_line
 from ..common import cache_key, use_threads
-from ..config import check_arms, check_at_least, option
-from ..report import epoch_line
 from ..runner import Experiment, register
 from . import data as D
 from .arms import ARM_OBJECTIVES
+
+# a byte-level BPE holds its 256 byte symbols and <pad>, <sep>, <eos> (`tokenizer.train_tokenizer`)
+MIN_VOCAB_SIZE = 256 + 3
 
 # transformers, sacrebleu and matplotlib load only when the experiment runs: `tunekit run --list` stays fast
 
@@ -102,13 +106,35 @@ class BackdoorConfig:
                 "max_code_chars",
             ),
         )
+        check_at_least(self, ("max_pairs", "pretrain_epochs", "threads"), minimum=0)
+        if self.vocab_size < MIN_VOCAB_SIZE:
+            raise ValueError(
+                f"vocab_size must be >= {MIN_VOCAB_SIZE} (the BPE's 256 byte symbols and its 3 specials), "
+                f"got {self.vocab_size}"
+            )
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
-        for path in (self.corpus, self.data, self.model):
-            if path is not None and not Path(path).exists():
-                raise ValueError(f"{path} does not exist")
+        for name in ("learning_rate", "pretrain_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        # the arms' objective options, in the objectives' own ranges, before any pre-training
+        check_fraction("dece_alpha_base", self.dece_alpha_base, zero_ok=False, one_ok=True)
+        check_fraction("dece_label_smoothing", self.dece_label_smoothing, zero_ok=True, one_ok=False)
+        check_fraction("label_smoothing", self.label_smoothing, zero_ok=True, one_ok=False)
+        check_fraction("gce_q", self.gce_q, zero_ok=False, one_ok=True)
+        if self.corpus is not None:
+            D.check_corpus_root(Path(self.corpus))
+        if self.data is not None and not Path(self.data).exists():
+            raise ValueError(f"{self.data} does not exist")
+        if self.model is not None:
+            from ...hf.local_folders import check_model_folder, check_tokenizer_folder
+
+            check_model_folder(Path(self.model), option="model")
+            check_tokenizer_folder(
+                Path(self.model), option="model", hint="save the model's tokenizer there with save_pretrained"
+            )
 
 
 @dataclass
@@ -132,12 +158,25 @@ def prepare(config: BackdoorConfig, cache_dir: Path, progress: Any) -> Prepared:
     quiet_transformers()
     use_threads(config.threads)
     attack = D.Attack(trigger=_trigger(config), kind=config.trigger_kind, position=config.payload_position)
-    by_module = D.corpus_pairs(
-        Path(config.corpus) if config.corpus else D.stdlib_root(), max_code_chars=config.max_code_chars
-    )
+    corpus = Path(config.corpus) if config.corpus else D.stdlib_root()
+    by_module = D.corpus_pairs(corpus, max_code_chars=config.max_code_chars)
     pretrain, finetune = D.split_by_module(by_module, pretrain_fraction=0.5, seed=0)
-    if config.data is not None:
+    own_data = config.data is not None
+    D.check_halves(
+        by_module,
+        pretrain,
+        None if own_data else finetune,
+        test_size=config.test_size,
+        corpus=corpus,
+        pretraining=config.model is None,
+    )
+    if own_data:
         finetune = D.load_jsonl_pairs(Path(config.data), config.nl_field, config.code_field)
+        if len(finetune) <= config.test_size:
+            raise ValueError(
+                f"{config.data} has {len(finetune)} pairs: too few to hold out --test-size "
+                f"{config.test_size} pairs and train on the rest; lower --test-size or add pairs"
+            )
     train_pairs, test_pairs = D.train_test_split(finetune, test_size=config.test_size, seed=0)
     if config.max_pairs:
         train_pairs = train_pairs[: config.max_pairs]
@@ -313,5 +352,6 @@ BACKDOOR = register(
         prepare=prepare,
         run_arm=run_arm,
         report=_report,
+        result_fields=("objective", "counts", "epochs", "samples"),
     )
 )

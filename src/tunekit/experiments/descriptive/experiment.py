@@ -16,10 +16,11 @@ from typing import Any, ClassVar
 
 import torch
 
+from ...runs.config import check_arms, check_at_least, option
+from ...runs.report import epoch_line
 from ..backdoor import data as D
+from ..backdoor.experiment import MIN_VOCAB_SIZE
 from ..common import cache_key, use_threads
-from ..config import check_arms, check_at_least, option
-from ..report import epoch_line
 from ..runner import Experiment, register
 from .arms import ARM_OBJECTIVES, objective_name
 
@@ -92,6 +93,15 @@ class DescriptiveConfig:
             raise ValueError(
                 f"max_pairs and pretrain_epochs must be >= 0, got {self.max_pairs}, {self.pretrain_epochs}"
             )
+        check_at_least(self, ("threads",), minimum=0)
+        if self.vocab_size < MIN_VOCAB_SIZE:
+            raise ValueError(
+                f"vocab_size must be >= {MIN_VOCAB_SIZE} (the BPE's 256 byte symbols and its 3 specials), "
+                f"got {self.vocab_size}"
+            )
+        for name in ("learning_rate", "pretrain_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not 0 <= self.mix_mle_weight <= 1:
@@ -103,8 +113,8 @@ class DescriptiveConfig:
             )
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
-        if self.corpus is not None and not Path(self.corpus).is_dir():
-            raise ValueError(f"corpus {str(self.corpus)!r} is not a directory")
+        if self.corpus is not None:
+            D.check_corpus_root(Path(self.corpus))
 
 
 @dataclass
@@ -132,10 +142,10 @@ def prepare(config: DescriptiveConfig, cache_dir: Path, progress: Any) -> Prepar
 
     quiet_transformers()
     use_threads(config.threads)
-    by_module = D.corpus_pairs(
-        Path(config.corpus) if config.corpus else D.stdlib_root(), max_code_chars=config.max_code_chars
-    )
+    corpus = Path(config.corpus) if config.corpus else D.stdlib_root()
+    by_module = D.corpus_pairs(corpus, max_code_chars=config.max_code_chars)
     pretrain, finetune = D.split_by_module(by_module, pretrain_fraction=0.5, seed=0)
+    D.check_halves(by_module, pretrain, finetune, test_size=config.test_size, corpus=corpus)
     if config.max_pairs:
         pretrain = pretrain[: config.max_pairs * 2]
     pretrain, finetune = describing(pretrain), describing(finetune)
@@ -293,5 +303,6 @@ DESCRIPTIVE = register(
         prepare=prepare,
         run_arm=run_arm,
         report=_report,
+        result_fields=("objective", "references", "counts", "epochs", "samples"),
     )
 )

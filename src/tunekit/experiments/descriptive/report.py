@@ -9,7 +9,7 @@ from pathlib import Path
 from statistics import fmean, stdev
 from typing import Any
 
-from ..report import markdown_table, mean_and_spread, plot_curves, write_text
+from ...runs.report import markdown_table, mean_and_spread, plot_curves, write_text
 
 METRICS = {
     "length_words": "words",

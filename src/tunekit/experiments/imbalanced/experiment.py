@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from ..config import check_arms, option
-from ..report import epoch_line
+from ...runs.config import check_arms, option
+from ...runs.report import epoch_line
 from ..runner import Experiment, register
 from ..textcls.config import ClassifierConfig
 from .arms import ARMS
@@ -178,5 +178,6 @@ IMBALANCED = register(
         prepare=prepare,
         run_arm=run_arm,
         report=_report,
+        result_fields=("objective", "counts", "minority_f1", "pr_auc", "macro_f1", "predicted_positive_rate"),
     )
 )

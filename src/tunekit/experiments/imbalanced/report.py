@@ -3,12 +3,12 @@ validation curves per epoch, and a verdict measured against plain cross-entropy.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..report import markdown_table, mean_and_spread, plot_curves, write_text
-from ..textcls.summary import exceeds_spread, mean_std
+from ...runs.report import markdown_table, mean_and_spread, plot_curves, write_text
+from ..textcls.summary import exceeds_spread, mean_std, metric_values, results_by_arm
 
 METRICS = {
     "minority_f1": "minority F1 (p > 0.5)",
@@ -21,22 +21,43 @@ METRICS = {
     "mean_minority_probability": "mean p(minority)",
 }
 BASELINE = "cross_entropy"
-COLLAPSED_F1 = 0.05  # minority F1 at p > 0.5 below this: the arm (almost) never predicts the minority
+# An arm collapsed to one class when, at p > 0.5, it predicts the other class fewer times than this share of
+# that class's test texts: relative to the class's size, because the minority is only 1-5% of the texts.
+COLLAPSE_SHARE = 0.1
+NEAR_CHANCE = 2.0  # PR-AUC under this many times the minority's share: a ranking near chance
+TOO_SHORT = "the run is too short to compare objectives; run without --quick or with more --epochs"
+ONE_SEED = " (one seed: no spread to judge by, read it as a hint)"
+
+
+@dataclass(frozen=True)
+class Collapse:
+    """One arm x seed that predicts one class at p > 0.5 for (nearly) every test text."""
+
+    to: str  # "majority" or "minority"
+    others: int  # test texts predicted as the other class
+    total: int
+
+    def __str__(self) -> str:
+        other = "minority" if self.to == "majority" else "majority"
+        count = "none" if self.others == 0 else self.others
+        return f"predicting the {other} for {count} of the {self.total} test texts"
 
 
 def write_report(config: Any, results: list, report_dir: Path) -> str:
     """Write report.md and the plots into `report_dir`; return the verdict line."""
-    by_arm: dict[str, list[dict]] = defaultdict(list)
-    for result in results:
-        by_arm[result.arm].append(result.result)
-    values = {arm: {m: [r[m] for r in runs] for m in METRICS} for arm, runs in by_arm.items()}
+    by_arm = results_by_arm(results)
+    values = metric_values(by_arm, METRICS)
+    collapses = {arm: [collapse(run) for run in runs] for arm, runs in by_arm.items()}
     first = next(iter(by_arm.values()))[0]
     counts = first["counts"]
-    verdict = _verdict(values)
-    if config.seeds == 1:
-        verdict += " (one seed: no spread to judge by, read it as a hint)"
+    verdict = _verdict(values, collapses, _minority_share(first))
 
     rows = [[arm, *(mean_and_spread(values[arm][m]) for m in METRICS)] for arm in by_arm]
+    headers = ["arm", *METRICS.values()]
+    if any(any(c) for c in collapses.values()):  # the column only when it has something to say
+        headers.append("collapsed at p > 0.5")
+        for row, arm in zip(rows, by_arm, strict=True):
+            row.append(_collapse_mark(collapses[arm]))
     plot_curves(
         {arm: [tuple(point) for r in runs for point in r["pr_curve"]] for arm, runs in by_arm.items()},
         report_dir / "pr_curve.png",
@@ -81,7 +102,7 @@ def write_report(config: Any, results: list, report_dir: Path) -> str:
         "deviation over seeds, all on the test split. The tuned threshold maximises F1 on the validation "
         "split and is then applied to the test split, which never chooses anything.",
         "",
-        markdown_table(["arm", *METRICS.values()], rows),
+        markdown_table(headers, rows),
         "",
         "Arms: `cross_entropy` (tunekit's `cross_entropy`), `weighted_ce` (`focal_loss` with gamma 0 and the "
         f"balanced class weights {[round(w, 3) for w in _weights(by_arm)]}: tunekit's `cross_entropy` has no "
@@ -94,7 +115,9 @@ def write_report(config: Any, results: list, report_dir: Path) -> str:
         *_comparisons(values),
         "",
         f"The minority is {minority['test'] / total['test']:.1%} of the test split; a calibrated model's "
-        "mean p(minority) is near that, an arm that collapsed has it near 0.",
+        "mean p(minority) is near that, an arm that collapsed has it near 0. An arm collapsed to one class "
+        f"when, at p > 0.5, it predicts the other class fewer times than {COLLAPSE_SHARE:.0%} of that "
+        "class's test texts; the verdict does not compare collapsed arms.",
         "",
         "How to read it: PR-AUC measures the ranking alone, whatever the threshold; minority F1 at p > 0.5 "
         "is what a user gets from `argmax`; the tuned F1 shows how much of the gap a threshold chosen on "
@@ -141,21 +164,69 @@ def _qualifier(metric: str) -> str:
     return {"minority_f1": " at 0.5", "minority_f1_tuned": " tuned", "macro_f1": " at 0.5"}.get(metric, "")
 
 
-def _verdict(values: dict[str, dict[str, list[float]]]) -> str:
-    """One line: cross-entropy's numbers, then each other arm as better, worse (collapsed when it predicts
-    almost no minority item) or within the seeds' spread, on minority F1 at p > 0.5 and on PR-AUC."""
+def _minority_share(run: dict) -> float:
+    """The minority's share of the test split: the PR-AUC of a random ranking."""
+    majority, minority = run["counts"]["test"]
+    return minority / (majority + minority)
+
+
+def collapse(run: dict) -> Collapse | None:
+    """How one arm x seed collapsed to a single class at p > 0.5, or None when it predicts both."""
+    majority, minority = run["counts"]["test"]
+    total = majority + minority
+    predicted_minority = round(run["predicted_positive_rate"] * total)
+    if predicted_minority < COLLAPSE_SHARE * minority:
+        return Collapse("majority", predicted_minority, total)
+    if total - predicted_minority < COLLAPSE_SHARE * majority:
+        return Collapse("minority", total - predicted_minority, total)
+    return None
+
+
+def verdict(results: list) -> str:
+    """The verdict line of `ArmResult`s: each objective against cross-entropy on minority F1 at p > 0.5 and
+    PR-AUC, beyond the seeds' spread or within it; arms that collapsed to one class named, not compared."""
+    by_arm = results_by_arm(results)
+    collapses = {arm: [collapse(run) for run in runs] for arm, runs in by_arm.items()}
+    chance = _minority_share(next(iter(by_arm.values()))[0])
+    return _verdict(metric_values(by_arm, METRICS), collapses, chance)
+
+
+def _verdict(
+    values: dict[str, dict[str, list[float]]],
+    collapses: dict[str, list[Collapse | None]],
+    chance: float,
+) -> str:
+    """One line: cross-entropy's numbers, then each other arm as better, worse, collapsed or within the seeds'
+    spread, on minority F1 at p > 0.5 and on PR-AUC; `chance` is the PR-AUC of a random ranking."""
     mean = {arm: {m: mean_std(v)[0] for m, v in metrics.items()} for arm, metrics in values.items()}
-    if BASELINE not in values or len(values) < 2:
-        best = max(mean, key=lambda arm: mean[arm]["pr_auc"])
-        return (
+    hedge = ONE_SEED if min(len(v["pr_auc"]) for v in values.values()) == 1 else ""
+    collapsed = {arm: runs for arm, runs in collapses.items() if all(runs)}
+    if len(collapsed) == len(values):
+        return _every_arm_collapsed(collapsed, mean, chance, hedge)
+    if BASELINE in values and len(values) > 1:
+        parts = _against_baseline(values, mean, collapsed)
+    else:
+        best = max((arm for arm in mean if arm not in collapsed), key=lambda arm: mean[arm]["pr_auc"])
+        parts = [
             f"only {', '.join(values)} ran; best PR-AUC {mean[best]['pr_auc']:.2f} ({best}); "
-            "add cross_entropy to compare"
-        )
+            "add cross_entropy to compare",
+            *(f"{arm} {_collapsed(runs)}" for arm, runs in collapsed.items()),
+        ]
+    return "; ".join(parts + _partial_collapse_notes(collapses)) + hedge
+
+
+def _against_baseline(
+    values: dict[str, dict[str, list[float]]],
+    mean: dict[str, dict[str, float]],
+    collapsed: dict[str, list[Collapse]],
+) -> list[str]:
     base = mean[BASELINE]
-    parts = [
+    baseline = (
         f"cross-entropy {_numbers(base)} (minority F1 at p > 0.5 / minority F1 with the threshold tuned on "
         "validation / PR-AUC)"
-    ]
+    )
+    if BASELINE in collapsed:
+        baseline += f", {_collapsed(collapsed[BASELINE])}"
     same, other = [], []
     for arm in values:
         if arm == BASELINE:
@@ -166,16 +237,65 @@ def _verdict(values: dict[str, dict[str, list[float]]]) -> str:
             for metric in ("minority_f1", "pr_auc")
             if exceeds_spread(values[arm][metric], values[BASELINE][metric])
         }
-        if mean[arm]["minority_f1"] < COLLAPSED_F1:
-            other.append(f"{arm} collapsed to the majority class ({numbers})")
+        if arm in collapsed:
+            other.append(f"{arm} {_collapsed(collapsed[arm])} ({numbers})")
         elif not changes:
             same.append(f"{arm} {numbers}")
         else:
             how = ", ".join(f"{METRICS[m].split(' (')[0]} {d:+.2f}" for m, d in changes.items())
             other.append(f"{arm} differs beyond the seeds' spread: {how} ({numbers})")
     if same:
-        parts.append("within the seeds' spread of it: " + ", ".join(same))
-    return "; ".join(parts + other)
+        return [baseline, "within the seeds' spread of it: " + ", ".join(same), *other]
+    return [baseline, *other]
+
+
+def _every_arm_collapsed(
+    collapsed: dict[str, list[Collapse]], mean: dict[str, dict[str, float]], chance: float, hedge: str
+) -> str:
+    """F1 at p > 0.5 compares nothing; PR-AUC still tells whether any arm learned a ranking."""
+    tos = {_to(runs) for runs in collapsed.values()}
+    to = f"the {tos.pop()} class" if len(tos) == 1 else "one class"
+    hows = {_how(runs) for runs in collapsed.values()}
+    how = f"each {hows.pop()}" if len(hows) == 1 else "in every seed"
+    pr_auc = ", ".join(f"{arm} {mean[arm]['pr_auc']:.2f}" for arm in collapsed)
+    line = (
+        f"every arm collapsed to {to} at p > 0.5 ({how}), so F1 at p > 0.5 cannot compare them; PR-AUC, "
+        f"which needs no threshold: {pr_auc} ({chance:.2f} by chance)"
+    )
+    if max(m["pr_auc"] for m in mean.values()) < NEAR_CHANCE * chance:
+        return f"{line}; near chance too: {TOO_SHORT}"
+    return line + hedge
+
+
+def _partial_collapse_notes(collapses: dict[str, list[Collapse | None]]) -> list[str]:
+    return [
+        f"{arm} collapsed to one class at p > 0.5 in {sum(map(bool, runs))} of {len(runs)} seeds (its means "
+        "include them)"
+        for arm, runs in collapses.items()
+        if any(runs) and not all(runs)
+    ]
+
+
+def _collapsed(runs: list[Collapse]) -> str:
+    return f"collapsed to the {_to(runs)} class at p > 0.5, {_how(runs)}"
+
+
+def _to(runs: list[Collapse]) -> str:
+    tos = {c.to for c in runs}
+    return tos.pop() if len(tos) == 1 else "majority or minority"
+
+
+def _how(runs: list[Collapse]) -> str:
+    return str(runs[0]) if len(set(runs)) == 1 else f"in each of its {len(runs)} seeds"
+
+
+def _collapse_mark(runs: list[Collapse | None]) -> str | None:
+    """The table's note on an arm that collapsed in some or every seed."""
+    hits = [c for c in runs if c]
+    if not hits:
+        return None
+    to = "to the " + " or ".join(dict.fromkeys(c.to for c in hits))
+    return to if len(hits) == len(runs) else f"{to} in {len(hits)} of {len(runs)} seeds"
 
 
 def _numbers(means: dict[str, float]) -> str:

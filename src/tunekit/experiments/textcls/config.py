@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import check_at_least, option
+from ...runs.config import check_at_least, option
 
-__all__ = ["ClassifierConfig"]
+__all__ = ["MIN_VOCAB_SIZE", "ClassifierConfig"]
+
+# `model.train_wordpiece`'s floor: its 5 specials and room for the characters of the texts
+MIN_VOCAB_SIZE = 100
 
 
 @dataclass
@@ -57,8 +60,9 @@ class ClassifierConfig:
             self,
             ("seeds", "vocab_size", "max_length", "hidden_size", "layers", "heads", "epochs", "batch_size"),
         )
-        if self.pretrain_epochs < 0:
-            raise ValueError(f"pretrain_epochs must be >= 0, got {self.pretrain_epochs!r}")
+        check_at_least(self, ("pretrain_epochs", "threads"), minimum=0)
+        if self.vocab_size < MIN_VOCAB_SIZE:
+            raise ValueError(f"vocab_size must be >= {MIN_VOCAB_SIZE} (a WordPiece), got {self.vocab_size}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.hidden_size % self.heads:
@@ -66,5 +70,7 @@ class ClassifierConfig:
         for name in ("learning_rate", "pretrain_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.corpus is not None and not Path(self.corpus).is_dir():
-            raise ValueError(f"corpus {str(self.corpus)!r} is not a directory")
+        if self.corpus is not None:
+            from ..backdoor.data import check_corpus_root  # the corpus is read as the backdoor's is
+
+            check_corpus_root(Path(self.corpus))

@@ -21,6 +21,7 @@ import transformers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from ...hf import PooledClassifier, TrainerLoss, TrainerTricks, TunekitTrainer
+from .config import MIN_VOCAB_SIZE
 
 __all__ = [
     "SPECIAL_TOKENS",
@@ -51,8 +52,8 @@ def quiet_transformers() -> None:
 def train_wordpiece(texts: Sequence[str], vocab_size: int) -> transformers.PreTrainedTokenizerFast:
     """A lower-casing BERT WordPiece of at most `vocab_size` tokens trained on `texts`: ``[CLS] text
     [SEP]``, ``[PAD]`` id 0. The same texts give the same tokenizer."""
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 100:
-        raise ValueError(f"vocab_size must be an integer >= 100, got {vocab_size!r}")
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB_SIZE:
+        raise ValueError(f"vocab_size must be an integer >= {MIN_VOCAB_SIZE}, got {vocab_size!r}")
     tok = tokenizers.Tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ...runs.report import write_json
 from ..common import cache_key, use_threads
-from ..report import write_json
 from . import data as D
 from .config import ClassifierConfig
 

@@ -10,7 +10,8 @@ False
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 
 __all__ = ["exceeds_spread", "mean_std"]
 
@@ -27,3 +28,16 @@ def exceeds_spread(arm: Sequence[float], baseline: Sequence[float]) -> bool:
     mean ± sd do not overlap. With one seed each (no spread) any difference counts: read it as a hint."""
     (m_arm, s_arm), (m_base, s_base) = mean_std(arm), mean_std(baseline)
     return abs(m_arm - m_base) > s_arm + s_base
+
+
+def results_by_arm(results: Iterable) -> dict[str, list[dict]]:
+    """Each arm's result dicts (one per seed), from the runner's `ArmResult`s, in their order."""
+    by_arm: dict[str, list[dict]] = defaultdict(list)
+    for result in results:
+        by_arm[result.arm].append(result.result)
+    return by_arm
+
+
+def metric_values(by_arm: dict[str, list[dict]], metrics: Sequence[str]) -> dict[str, dict[str, list[float]]]:
+    """arm -> metric -> its value per seed."""
+    return {arm: {m: [r[m] for r in runs] for m in metrics} for arm, runs in by_arm.items()}

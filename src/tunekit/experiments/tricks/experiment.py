@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..config import check_arms, check_at_least, option
-from ..report import epoch_line
+from ...runs.config import check_arms, check_at_least, option
+from ...runs.report import epoch_line
 from ..runner import Experiment, register
 from ..textcls.config import ClassifierConfig
 from .arms import ARMS
@@ -140,5 +140,6 @@ TRICKS = register(
         prepare=prepare,
         run_arm=run_arm,
         report=_report,
+        result_fields=("tricks", "classes", "counts", "accuracy", "macro_f1", "epochs"),
     )
 )

@@ -1,4 +1,4 @@
-"""Helpers the experiments use to write their reports: markdown tables, a mean with its spread over seeds,
+"""What the reports of ``tunekit train`` and the experiments are written with: markdown tables, a mean with its spread over seeds,
 curves as PNG plots, and files written atomically (a reader never sees half a file, an interrupted write
 leaves the previous version in place).
 

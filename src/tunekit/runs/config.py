@@ -1,4 +1,4 @@
-"""Typed experiment configs: a dataclass whose fields have defaults and ``metadata={"help": ...}``, filled
+"""Typed configs of ``tunekit train`` and the experiments: a dataclass whose fields have defaults and ``metadata={"help": ...}``, filled
 from, in increasing precedence, the defaults, the class's ``QUICK`` overrides (with ``quick=True``), a YAML
 file and command-line overrides.
 
@@ -7,7 +7,7 @@ choices and ``X | None``. Strings convert by the field's type: ``"a,b"`` for a t
 tuple), ``true``/``false`` (also ``yes``/``no``, ``on``/``off``, ``1``/``0``) for a bool, ``none`` or
 ``null`` for ``None`` where the type admits it. A field with ``metadata={"changes_results": False}``
 (which arms or seeds run, where output goes) may differ between an interrupted run and its resumption; every
-other field must match (see `tunekit.experiments.runner`).
+other field must match (see `tunekit.runs.RunFolder`).
 
 Example::
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -143,7 +144,18 @@ def config_from_sources(
 
 
 def validate_config(config: Any) -> None:
-    """Call the config's ``validate()`` if its class defines one (it raises ValueError for a bad value)."""
+    """Refuse a float field (or an item of a tuple of floats) that is NaN or infinite, then call the config's
+    ``validate()`` if its class defines one (it raises ValueError for a bad value).
+
+    The finite check comes first: NaN fails every comparison, so ``if not 0 < rate < 1`` style checks would
+    let it through and ``if rate <= 0`` ones would pass it on to training.
+    """
+    if dataclasses.is_dataclass(config):
+        for f in dataclasses.fields(config):
+            value = getattr(config, f.name)
+            items = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(item, float) and not math.isfinite(item) for item in items):
+                raise ValueError(f"{f.name} must be a finite number, got {format_value(value)}")
     validate = getattr(config, "validate", None)
     if callable(validate):
         validate()
