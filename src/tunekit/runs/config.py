@@ -1,6 +1,6 @@
-"""Typed configs of ``tunekit train`` and the experiments: a dataclass whose fields have defaults and ``metadata={"help": ...}``, filled
-from, in increasing precedence, the defaults, the class's ``QUICK`` overrides (with ``quick=True``), a YAML
-file and command-line overrides.
+"""Typed configs of ``tunekit train`` and the experiments: a dataclass whose fields have defaults and
+``metadata={"help": ...}``, filled from, in increasing precedence, the defaults, the class's ``QUICK``
+overrides (with ``quick=True``), a YAML file and command-line overrides.
 
 Field types: ``int``, ``float``, ``str``, ``bool``, ``Path``, ``tuple[X, ...]`` of those, ``Literal[...]``
 choices and ``X | None``. Strings convert by the field's type: ``"a,b"`` for a tuple (``""`` is the empty

@@ -1,6 +1,6 @@
-"""What the reports of ``tunekit train`` and the experiments are written with: markdown tables, a mean with its spread over seeds,
-curves as PNG plots, and files written atomically (a reader never sees half a file, an interrupted write
-leaves the previous version in place).
+"""What the reports of ``tunekit train`` and the experiments are written with: markdown tables, a mean
+with its spread over seeds, curves as PNG plots, and files written atomically (a reader never sees half a
+file, an interrupted write leaves the previous version in place).
 
 Plotting needs matplotlib (the "cli" extra), imported only when a plot is drawn.
 """
