@@ -94,11 +94,10 @@ class RunFolder:
             _check_creatable(path)
             return
         marker = self._marker()
-        if marker is None:
-            self._check_adoptable()
-        elif marker.get("kind") != self.kind:
+        kind = marker["kind"] if marker is not None else self._unmarked_kind()
+        if kind is not None and kind != self.kind:
             raise RunFolderError(
-                f"{path} holds a run of `tunekit {marker.get('kind')}`, not of `tunekit {self.kind}`; "
+                f"{path} holds a run of `tunekit {kind}`, not of `tunekit {self.kind}`; "
                 "choose another folder with --out DIR"
             )
         if fresh:
@@ -204,23 +203,19 @@ class RunFolder:
             ) from None
         return saved
 
-    def _check_adoptable(self) -> None:
-        """A folder without a marker is empty, or a run written before markers existed (adopted), or not
-        tunekit's: refused, whatever ``fresh`` says."""
+    def _unmarked_kind(self) -> str | None:
+        """The kind of run in a folder without a marker: None when it is empty, the kind of a run written
+        before markers existed (adopted); a folder of anything else is refused, whatever ``fresh`` says."""
         entries = sorted(p.name for p in self.path.iterdir() if p.name not in _BOOKKEEPING)
         if not entries:
-            return
+            return None
         try:
             saved = self._saved_identity()
         except RunFolderError:
             saved = None
-        if saved is not None and _legacy_kind(saved) == self.kind:
-            return
-        if saved is not None and _legacy_kind(saved) is not None:
-            raise RunFolderError(
-                f"{self.path} holds a run of `tunekit {_legacy_kind(saved)}`, not of `tunekit {self.kind}`; "
-                "choose another folder with --out DIR"
-            )
+        kind = _legacy_kind(saved) if saved is not None else None
+        if kind is not None:
+            return kind
         what = (
             "a saved model"
             if any(name in entries for name in _MODEL_FILES)
