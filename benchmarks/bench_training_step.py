@@ -29,7 +29,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src")]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "benchmarks")]
+
+from harness import current_memory, peak_since_reset, reset_peak, tiny_llama  # noqa: E402
 
 OBJECTIVES = ("cross_entropy", "dece", "smile")
 PATHS = ("fused", "logits")
@@ -40,29 +42,15 @@ def cases() -> list[tuple[str, str]]:
     return [("hf_loss", "model"), *[(objective, path) for objective in OBJECTIVES for path in PATHS]]
 
 
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith(field + ":"))
-
-
 def run_case(objective: str, path: str, args: argparse.Namespace) -> dict:
     """Train `args.warmup + args.steps` steps in this process; the measured steps' times and peak memory."""
     import transformers
 
     from tunekit.hf import TrainerLoss, TunekitTrainer
 
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=args.vocab,
-        hidden_size=args.hidden,
-        intermediate_size=4 * args.hidden,
-        num_hidden_layers=args.layers,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=args.length,
-        tie_word_embeddings=False,
+    model = tiny_llama(vocab=args.vocab, hidden=args.hidden, layers=args.layers, length=args.length).to(
+        args.device
     )
-    model = transformers.LlamaForCausalLM(config).to(args.device)
     generator = torch.Generator().manual_seed(1)
     rows = []
     for _ in range(args.batch * (args.warmup + args.steps)):
@@ -77,8 +65,8 @@ def run_case(objective: str, path: str, args: argparse.Namespace) -> dict:
     class Measure(transformers.TrainerCallback):
         def on_step_begin(self, a, state, control, **kwargs):
             if state.global_step == args.warmup:  # the measured steps start: reset the peak
-                _reset_peak(args.device)
-                peak["before"] = _current(args.device)
+                reset_peak(args.device)
+                peak["before"] = current_memory(args.device)
             self.started = time.perf_counter()
 
         def on_step_end(self, a, state, control, **kwargs):
@@ -107,23 +95,7 @@ def run_case(objective: str, path: str, args: argparse.Namespace) -> dict:
             callbacks=[Measure()],
         )
         trainer.train()
-    return {"times": times, "peak_bytes": _peak(args.device), "before_bytes": peak["before"]}
-
-
-def _reset_peak(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        return
-    with open("/proc/self/clear_refs", "w") as clear_refs:  # Linux: resets VmHWM
-        clear_refs.write("5")
-
-
-def _current(device: str) -> int:
-    return torch.cuda.memory_allocated() if device == "cuda" else _status_bytes("VmRSS")
-
-
-def _peak(device: str) -> int:
-    return torch.cuda.max_memory_allocated() if device == "cuda" else _status_bytes("VmHWM")
+    return {"times": times, "peak_bytes": peak_since_reset(args.device), "before_bytes": peak["before"]}
 
 
 def measure(objective: str, path: str, args: argparse.Namespace) -> dict:

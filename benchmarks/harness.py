@@ -51,23 +51,36 @@ def _status_bytes(field: str) -> int:
         return next(int(line.split()[1]) * 1024 for line in status if line.startswith(field + ":"))
 
 
+def reset_peak(device: str) -> None:
+    """Start a new peak: CUDA's peak-memory statistics, or Linux's peak resident set (VmHWM; it survives fork
+    and exec, and writing 5 to clear_refs resets it)."""
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        return
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def current_memory(device: str) -> int:
+    """Bytes held now: CUDA's allocated memory, or the process's resident set."""
+    return torch.cuda.memory_allocated() if device == "cuda" else _status_bytes("VmRSS")
+
+
+def peak_since_reset(device: str) -> int:
+    """The most bytes held since `reset_peak`."""
+    return torch.cuda.max_memory_allocated() if device == "cuda" else _status_bytes("VmHWM")
+
+
 def peak_memory_here(build: Case, device: str) -> int:
     """Peak bytes above the inputs during one call, measured in the current (fresh) process."""
     run = build()
     gc.collect()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        run()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    # Linux keeps the peak resident set (VmHWM) across fork and exec; writing 5 to clear_refs resets it.
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")
-    base = _status_bytes("VmRSS")
+    sync(device)
+    base = current_memory(device)
+    reset_peak(device)
     run()
-    return _status_bytes("VmHWM") - base
+    sync(device)
+    return peak_since_reset(device) - base
 
 
 def peak_memory(script: str, args: list[str]) -> int:
@@ -76,3 +89,22 @@ def peak_memory(script: str, args: list[str]) -> int:
         [sys.executable, script, "--peak-memory", *args], check=True, capture_output=True, text=True
     ).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_bytes"]
+
+
+def tiny_llama(*, vocab: int, hidden: int, layers: int, length: int) -> torch.nn.Module:
+    """An untied Llama of `layers` layers of width `hidden` (4 heads, MLP 4 x hidden), seeded with 0: the
+    model the training-step benchmarks share."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=length,
+        tie_word_embeddings=False,
+    )
+    return transformers.LlamaForCausalLM(config)

@@ -13,7 +13,10 @@ here and the test imports them, so that both sides build exactly the same ones. 
 3. "ema": `tunekit.tricks.EMA` of a DDP-wrapped GPT-2 after a few SGD steps;
 4. "fsdp2": a tiny Llama (untied and tied) with FSDP2's ``fully_shard`` on each decoder layer and the root,
    one SGD step of fused DeCE (`TrainerLoss.compute`, the output layer's weight gathered by FSDP2) on each
-   rank's half of the batch, then the full parameters.
+   rank's half of the batch, then the full parameters;
+5. "badam": `tunekit.tricks.BlockOptimizer` over a tiny GPT-2 for BADAM_SEEDS steps (its 2 layers, then
+   the first again), without DDP, under DDP wrapped before it and after it (DDP then registers only the
+   first block), and after it with the optimizer's own averaging turned off (the pitfall: the ranks drift).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from tiny_models import bert_config
 from tunekit.hf.loss_func import TrainerLoss
 from tunekit.hf.trainer import TunekitTrainer
 from tunekit.losses import TOKEN_LOSSES, cross_entropy, focal_loss
-from tunekit.tricks import EMA
+from tunekit.tricks import EMA, BlockOptimizer
 
 WORLD_SIZE = 2
 BATCH = 8  # the global batch; each rank takes BATCH // WORLD_SIZE rows
@@ -65,6 +68,8 @@ TRAINER_RUNS = (
     ("dece", 2, 2, True),
 )
 FSDP_SEED, FSDP_LR = 7, 0.5
+BADAM_SEEDS, BADAM_SWITCH, BADAM_LR = (30, 31, 32, 33, 34), 2, 1e-2
+BADAM_RUNS = ("unwrapped", "ddp_before", "ddp_after", "ddp_after_not_averaged")
 
 
 # ---- data and models, shared with the test ----
@@ -290,6 +295,32 @@ def fsdp2_checks(rank: int) -> dict[str, Any]:
     return out
 
 
+def badam_run(how: str, rank: int | None = None) -> dict[str, Tensor]:
+    """The weights after BADAM_SEEDS steps of BlockOptimizer (AdamW, ascending blocks), on `rank`'s half of
+    each batch with the global count, or on the whole batch in one process (``rank`` None)."""
+    model = tiny_gpt2()
+    forward = DistributedDataParallel(model, find_unused_parameters=True) if how == "ddp_before" else model
+    # eps well above the attention key bias's gradient, which is ~0 (softmax ignores a shift of the keys):
+    # Adam would blow the rounding of the two sums of halves up to a full step
+    base = torch.optim.AdamW(model.parameters(), lr=BADAM_LR, eps=1e-4)
+    optimizer = BlockOptimizer(forward, base, switch_every=BADAM_SWITCH, order="ascending")
+    if how.startswith("ddp_after"):  # the Hugging Face Trainer's order: the optimizer, then DDP
+        forward = DistributedDataParallel(model, find_unused_parameters=True)
+    if how == "ddp_after_not_averaged":
+        optimizer.average_gradients = lambda: None
+    for seed in BADAM_SEEDS:
+        batch = token_batch(seed) if rank is None else half(token_batch(seed), rank)
+        target = shifted(batch["labels"])
+        if rank is None:
+            cross_entropy(gpt2_logits(forward, batch), target).backward()
+        else:
+            loss = cross_entropy(gpt2_logits(forward, batch), target, num_items_in_batch=global_count(target))
+            (loss * dist.get_world_size()).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return weights(model)
+
+
 def main(out_dir: Path) -> None:
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])
@@ -311,6 +342,7 @@ def main(out_dir: Path) -> None:
     results["focal"] = focal_checks(rank)
     results["ema"] = ema_checks(rank)
     results["fsdp2"] = fsdp2_checks(rank)
+    results["badam"] = {how: badam_run(how, rank) for how in BADAM_RUNS}
     torch.save(results, out_dir / f"rank{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()

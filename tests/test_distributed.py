@@ -23,7 +23,11 @@ compare them here with single-process runs over the same data (BATCH = 8 rows, 4
   averages, those of an EMA of one process trained on the whole batches;
 - FSDP2 (``fully_shard`` on each decoder layer and the root of a tiny Llama, untied and tied): one step of
   fused DeCE with half the batch per rank and the global count makes the update of one process on the
-  whole batch; the Trainer's fused path under DDP makes the logits path's single-process update.
+  whole batch; the Trainer's fused path under DDP makes the logits path's single-process update;
+- `tunekit.tricks.BlockOptimizer` (BAdam) averages the active block's gradients itself: with no DDP, with DDP
+  wrapped before it, and with DDP wrapped after it (DDP then never reduces the blocks after the first), both
+  ranks make the updates of one process on the whole batch; with that averaging turned off and DDP wrapped
+  after, they drift apart (the `badam` package's behaviour).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import pytest
 import torch
 
 from distributed_worker import (
+    BADAM_RUNS,
     EMA_DECAY,
     EMA_LR,
     EMA_SEEDS,
@@ -46,6 +51,7 @@ from distributed_worker import (
     TRAINER_RUNS,
     TRAINER_SEED,
     WORLD_SIZE,
+    badam_run,
     classification_batch,
     fused_dece_step,
     gpt2_logits,
@@ -232,3 +238,20 @@ def test_fsdp2_fused_dece_makes_the_update_of_one_process(ranks, tied):
     assert runs[0].keys() == expected.keys()
     assert_tensors_close(runs[0], expected)
     assert max_relative_difference(runs[0], initial) > 1e-3  # the step moved the weights
+
+
+# ---- BAdam ----
+
+
+def test_block_optimizer_under_ddp_makes_the_updates_of_one_process(ranks):
+    reference = badam_run("one process")
+    for how in BADAM_RUNS:
+        first, second = ranks[0]["badam"][how], ranks[1]["badam"][how]
+        if how == "ddp_after_not_averaged":  # the blocks after the first: each rank steps on its own half
+            assert max_relative_difference(second, first) > 1e-3
+            continue
+        assert_ranks_equal(second, first)
+        # Adam divides by the root of the squared gradients: the rounding of two half-batch sums against one
+        # whole-batch sum grows on entries with tiny gradients, so the bound is on the whole model (4.7e-7)
+        assert max_relative_difference(first, reference) < 1e-5
+        assert max_relative_difference(first, weights(tiny_gpt2())) > 1e-3  # it trained

@@ -301,6 +301,32 @@ def test_tricks_and_objectives_are_applied(tmp_path):
     assert captured["lrs"] == pytest.approx([0.005 * 0.5**k for k in (3, 2, 1, 0)])
 
 
+def test_badam_trains_one_layer_at_a_time(tmp_path):
+    """--optimizer badam on a causal LM with layer decay: the layers are trained, the embeddings and head stay
+    as initialised (a resume mid-block is tested through the Trainer in test_hf_badam.py)."""
+    options = {"optimizer": "badam", "switch_every": "3", "block_order": "descending", "layer_decay": "0.8"}
+    results, config = generation_run(tmp_path, "straight", **options)
+    assert (
+        results["tricks"]
+        == "layer-wise LR decay 0.8, BAdam (one layer at a time, 3 steps each, descending order)"
+    )
+    saved = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "straight" / "model")
+    initial = dict(load_model(config, tokenizer, ()).named_parameters())
+    for name, value in saved.items():
+        assert torch.equal(value, initial[name]) != name.startswith("model.layers."), name
+
+
+def test_badam_options_are_checked(tmp_path):
+    data = write_jsonl(tmp_path / "reviews.jsonl", classification_records(8))
+    with pytest.raises(ValueError, match="switch_every is an option of --optimizer badam"):
+        tiny_config(data, switch_every="5").validate()
+    with pytest.raises(ValueError, match="optimizer badam keeps them frozen"):
+        tiny_config(data, optimizer="badam", adversarial="fgm").validate()
+    with pytest.raises(ValueError, match="switch_every must be >= 1"):
+        tiny_config(data, optimizer="badam", switch_every="0").validate()
+
+
 def test_focal_alpha_needs_one_value_per_label(tmp_path):
     data = write_jsonl(tmp_path / "reviews.jsonl", classification_records(12))
     config = tiny_config(data, objective="focal", focal_alpha="0.25,1,2")

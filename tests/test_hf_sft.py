@@ -371,6 +371,24 @@ def test_all_the_tricks_at_once_train(tmp_path, tokenizer):
     assert torch.isfinite(torch.tensor(logs["loss"]))
 
 
+def test_badam_trains_one_layer_at_a_time_on_the_fused_path(tmp_path, tokenizer):
+    before = dict(make_llama(vocab=len(tokenizer), seed=0).named_parameters())
+    weights, _, trainer = train(
+        tmp_path,
+        tokenizer,
+        loss=TrainerLoss("dece", task="causal_lm", fused=True),
+        tricks=TrainerTricks(badam=True, switch_every=2, block_order="descending"),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=0.05,
+    )
+    block_optimizer = trainer.optimizer.optimizer  # inside accelerate's wrapper
+    assert block_optimizer.blocks[block_optimizer.active_block].name == "model.layers.0"
+    # 2 steps on the top layer, then 1 on the one below (make_llama has 2); the rest frozen
+    for name, value in weights.items():
+        assert torch.equal(value, before[name]) != name.startswith("model.layers."), name
+
+
 def test_sft_takes_only_a_causal_lm_trainer_loss(tmp_path, tokenizer):
     with pytest.raises(ValueError, match="TrainerLoss"):
         train(tmp_path, tokenizer, loss=lambda outputs, labels, num_items_in_batch=None: outputs.loss)

@@ -169,6 +169,15 @@ class TrainConfig:
     )
     warmup_steps: int = option(0, "optimizer steps of linear warm-up")
     weight_decay: float = option(0.0, "AdamW weight decay")
+    optimizer: Literal["adamw", "badam"] = option(
+        "adamw",
+        "adamw: every weight at every step; badam: one transformer layer at a time (BAdam: AdamW on the "
+        "active layer, the embeddings and head frozen), for gradients + optimizer state of one layer",
+    )
+    switch_every: int | None = option(None, "badam: optimizer steps per layer before the next; none: 50")
+    block_order: Literal["random", "ascending", "descending"] | None = option(
+        None, "badam: the order of the layers, a new permutation each round for random; none: random"
+    )
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: none)")
     precision: Literal["fp32", "bf16", "fp16"] = option("fp32", "training precision (bf16 / fp16 need a GPU)")
     cpu: bool = option(False, "train on the CPU even when a GPU is available", changes_results=False)
@@ -275,6 +284,7 @@ class TrainConfig:
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"labels has duplicates: {list(self.labels)}")
         self._validate_lora()
+        self._validate_optimizer()
         if self.packing and self.task != "causal_lm":
             raise ValueError(f"packing is for task causal_lm, not {self.task}")
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
@@ -324,6 +334,8 @@ class TrainConfig:
             rdrop_alpha=self.rdrop_alpha,
             layer_decay=self.layer_decay,
             head_lr=self.head_lr,
+            badam=self.optimizer == "badam",
+            **{name: value for name in ("switch_every", "block_order") if (value := getattr(self, name))},
         )
 
     def _validate_precision(self) -> None:
@@ -346,6 +358,20 @@ class TrainConfig:
             raise ValueError(
                 f"precision fp16 needs a GPU, and {where} (on the CPU the Trainer has no fp16: it would "
                 "train in fp32); use --precision fp32, or bf16 with --cpu"
+            )
+
+    def _validate_optimizer(self) -> None:
+        if self.optimizer != "badam":
+            for name in ("switch_every", "block_order"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} is an option of --optimizer badam, not {self.optimizer}")
+            return
+        if self.switch_every is not None:
+            check_at_least(self, ("switch_every",))
+        if self.adversarial != "none":
+            raise ValueError(
+                f"adversarial {self.adversarial} perturbs the input embeddings along their gradient, and "
+                "optimizer badam keeps them frozen: choose one"
             )
 
     def _validate_lora(self) -> None:

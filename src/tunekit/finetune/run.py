@@ -414,6 +414,11 @@ def _describe_tricks(config: TrainConfig) -> str:
         tricks.append(f"R-Drop (alpha {config.rdrop_alpha})")
     if config.layer_decay is not None:
         tricks.append(f"layer-wise LR decay {config.layer_decay}")
+    if config.optimizer == "badam":
+        badam = config.trainer_tricks()
+        tricks.append(
+            f"BAdam (one layer at a time, {badam.switch_every} steps each, {badam.block_order} order)"
+        )
     return ", ".join(tricks)
 
 

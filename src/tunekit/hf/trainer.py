@@ -15,6 +15,13 @@ Where each trick hooks in:
 - FGM / PGD: ``training_step`` runs the clean pass, then the attack's passes on the same micro-batch.
 - R-Drop: the micro-batch is repeated in one forward pass and `TrainerLoss.compute` adds the KL.
 - layer-wise LR decay: ``create_optimizer`` builds `layer_decay_param_groups` for the configured optimizer.
+- BAdam: ``create_optimizer`` wraps the optimizer the Trainer builds (layer decay's included) in
+  `tunekit.tricks.BlockOptimizer`; its schedule is in the checkpoint's ``optimizer.pt``, so a resume continues
+  mid-block. Under DDP the active block's gradients are averaged by it after the last micro-batch's backward,
+  before clipping; DDP needs ``find_unused_parameters`` (the default without activation checkpointing, else
+  set ``ddp_find_unused_parameters=True``): the frozen blocks get no gradient. Not with FSDP or DeepSpeed
+  (refused), nor with FGM / PGD unless the embeddings are trained at every step
+  (``outside_layers="trainable"``): the attack follows the embeddings' gradient.
 - DeCE: the objective's epoch (counted from 1) follows the Trainer's before every step.
 
 With a `TrainerLoss` the mixin runs the model itself (`TrainerLoss.compute`): the fused path when the loss is
@@ -36,9 +43,10 @@ from accelerate.utils import DistributedType
 from torch import Tensor, nn
 
 from .._checks import check_choice, check_count, check_flag, check_fraction, check_non_negative
-from ..tricks import EMA, layer_decay_param_groups
+from ..tricks import EMA, BlockOptimizer, layer_decay_param_groups
 from ..tricks._models import unwrap
 from ..tricks.adversarial import FGM, PGD
+from ..tricks.block_optimizer import ORDERS, OUTSIDE_LAYERS
 from .loss_func import ModelLoss, TrainerLoss
 
 # next to the model in every checkpoint: the EMA state, and the training weights when the model files hold
@@ -63,6 +71,13 @@ class TrainerTricks:
         rdrop_alpha: weight of R-Drop's KL term; 0 for none.
         layer_decay: layer-wise LR decay factor in (0, 1]; None for the Trainer's own param groups.
         head_lr: the head's learning rate with layer decay; default the Trainer's ``learning_rate``.
+        badam: train one transformer layer at a time (`tunekit.tricks.BlockOptimizer` around the Trainer's
+            optimizer).
+        switch_every: BAdam's optimizer steps per block.
+        block_order: BAdam's order of the blocks: "random" (a new permutation each round, seeded by the
+            Trainer's ``seed``), "ascending" or "descending".
+        outside_layers: BAdam's parameters outside the layers (embeddings, final norm, head): "frozen",
+            "blocks" or "trainable" (trained at every step).
     """
 
     ema_decay: float | None = None
@@ -78,6 +93,10 @@ class TrainerTricks:
     rdrop_alpha: float = 0.0
     layer_decay: float | None = None
     head_lr: float | None = None
+    badam: bool = False
+    switch_every: int = 50
+    block_order: str = "random"
+    outside_layers: str = "frozen"
 
     def __post_init__(self) -> None:
         if self.ema_decay is not None:
@@ -95,6 +114,16 @@ class TrainerTricks:
             check_fraction("layer_decay", self.layer_decay, zero_ok=False, one_ok=True)
         if self.head_lr is not None:
             check_non_negative("head_lr", self.head_lr, positive=True)
+        check_flag("badam", self.badam)
+        check_count("switch_every", self.switch_every, minimum=1)
+        check_choice("block_order", self.block_order, ORDERS)
+        check_choice("outside_layers", self.outside_layers, OUTSIDE_LAYERS)
+        if self.badam and self.adversarial is not None and self.outside_layers != "trainable":
+            raise ValueError(
+                f"adversarial={self.adversarial!r} perturbs the input embeddings along their gradient, and "
+                f"BAdam does not train them at every step (outside_layers={self.outside_layers!r}); set "
+                "outside_layers='trainable', or train without the attack"
+            )
 
 
 class TunekitTrainerMixin:
@@ -139,7 +168,9 @@ class TunekitTrainerMixin:
         if hasattr(self.compute_loss_func, "set_epoch"):  # DeCE's epoch, counted from 1
             self.compute_loss_func.set_epoch(math.floor(self.state.epoch or 0) + 1)
         if self.tricks.adversarial is None:
-            return super().training_step(model, inputs, num_items_in_batch)
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            self._after_backward()
+            return loss
         if self.adversarial is None:
             self.adversarial = self._make_adversarial(model)
         model.train()
@@ -158,6 +189,7 @@ class TunekitTrainerMixin:
 
         loss = scaled_loss()
         self.adversarial.step(loss, attack_loss, backward=self._backward)
+        self._after_backward()
         return loss.detach()
 
     def compute_loss(
@@ -206,6 +238,27 @@ class TunekitTrainerMixin:
             self._logits_wanted = False
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        optimizer = self._create_base_optimizer(model)
+        # a second train() finds its own optimizer, inside accelerate's wrapper
+        if not self.tricks.badam or isinstance(getattr(optimizer, "optimizer", optimizer), BlockOptimizer):
+            return optimizer
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            raise ValueError(
+                "BAdam (badam=True) trains on one process or under DDP; FSDP and DeepSpeed shard the "
+                "parameters it freezes and unfreezes"
+            )
+        self.optimizer = BlockOptimizer(
+            self.model if model is None else model,
+            optimizer,
+            switch_every=self.tricks.switch_every,
+            order=self.tricks.block_order,
+            outside_layers=self.tricks.outside_layers,
+            seed=self.args.seed,
+        )
+        return self.optimizer
+
+    def _create_base_optimizer(self, model: nn.Module | None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer, over `layer_decay_param_groups` with layer decay."""
         if self.tricks.layer_decay is None or self.optimizer is not None:
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
@@ -257,6 +310,13 @@ class TunekitTrainerMixin:
         self._pending_ema_state = state["ema"]
 
     # ---- helpers ----
+
+    def _after_backward(self) -> None:
+        """After each micro-batch's backward: with BAdam, the last one's gradients averaged over the processes
+        (DDP registered only the first block's parameters), before the Trainer clips them."""
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # inside accelerate's wrapper
+        if isinstance(optimizer, BlockOptimizer) and self.accelerator.sync_gradients:
+            optimizer.average_gradients()
 
     def _record_batch(self, result: ModelLoss, inputs: dict[str, Any]) -> None:
         """Called with each micro-batch's `TrainerLoss` result (not the attack's extra passes): a trainer

@@ -1,8 +1,10 @@
-"""Fine-tuning tricks that take and return plain PyTorch objects (modules, param groups, state dicts,
-context managers) and never own the training loop: EMA of the weights, FGM / PGD adversarial training,
-layer-wise learning-rate decay, pooling of encoder hidden states. They depend on torch alone."""
+"""Fine-tuning tricks that take and return plain PyTorch objects (modules, optimizers, param groups, state
+dicts, context managers) and never own the training loop: EMA of the weights, FGM / PGD adversarial training,
+layer-wise learning-rate decay, BAdam's block-coordinate optimizer, pooling of encoder hidden states. They
+depend on torch alone."""
 
 from .adversarial import FGM, PGD, find_embedding_parameters
+from .block_optimizer import Block, BlockOptimizer
 from .ema import EMA
 from .layer_decay import layer_decay_param_groups
 from .pooling import (
@@ -22,6 +24,8 @@ __all__ = [
     "PGD",
     "POOLING_KINDS",
     "AttentionPooling",
+    "Block",
+    "BlockOptimizer",
     "Pooler",
     "attention_pool",
     "cls_pool",

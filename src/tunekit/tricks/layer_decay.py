@@ -13,19 +13,13 @@ Returns ordinary param-group dicts with a plain ``lr`` per group (the Hugging Fa
 from __future__ import annotations
 
 import math
-import numbers
-import re
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
 from .._checks import check_fraction, check_non_negative
-from ._models import unwrap
-
-# the ModuleList of blocks: BERT / RoBERTa / ELECTRA / DeBERTa-v2 / XLNet `layer`, Llama / Mistral / Qwen2
-# `layers`, GPT-2 `h`, T5 `block` (one stack in the encoder, one in the decoder)
-_LAYER = re.compile(r"^(?P<stack>(?:.*?\.)?(?:layer|layers|h|block))\.(?P<index>\d+)\.")
+from ._models import layer_depths, unwrap
 
 
 def layer_decay_param_groups(
@@ -69,16 +63,7 @@ def layer_decay_param_groups(
     params = [(name, p) for name, p in unwrap(model).named_parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (none requires grad)")
-    if layer_of is None:
-        depths = _depths_from_names([name for name, _ in params])
-    else:
-        depths = {}
-        for name, _ in params:
-            depth = layer_of(name)
-            bad = isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 0
-            if depth is not None and bad:
-                raise ValueError(f"layer_of({name!r}) must be a depth >= 0 or None, got {depth!r}")
-            depths[name] = None if depth is None else int(depth)
+    depths = layer_depths([name for name, _ in params], layer_of)
     num_layers = max((d for d in depths.values() if d is not None), default=0)
     groups: dict[tuple[int | None, bool], dict[str, Any]] = {}
     for name, param in params:
@@ -103,28 +88,3 @@ def layer_decay_param_groups(
     order = sorted(groups, key=lambda key: (math.inf if key[0] is None else key[0], not key[1]))
     return [groups[key] for key in order]
 
-
-def _depths_from_names(names: list[str]) -> dict[str, int | None]:
-    """Name -> depth (0 embeddings, 1..L blocks) or None (head), from the block names' order."""
-    blocks = [_LAYER.match(name) for name in names]
-    if not any(blocks):
-        raise ValueError(
-            "cannot find the layers of this model: no parameter name has a block '<...>.layer.<i>.', "
-            "'layers.<i>.', 'h.<i>.' or 'block.<i>.'; pass layer_of=<function mapping a parameter name to "
-            f"its depth> (first names: {names[:3]})"
-        )
-    offsets: dict[str, int] = {}  # stack -> depth before its first block
-    sizes: dict[str, int] = {}
-    for match in filter(None, blocks):
-        stack, index = match["stack"], int(match["index"])
-        if stack not in offsets:
-            offsets[stack] = sum(sizes.values())
-        sizes[stack] = max(sizes.get(stack, 0), index + 1)
-    last_block = max(i for i, match in enumerate(blocks) if match)
-    depths: dict[str, int | None] = {}
-    depth = 0
-    for i, (name, match) in enumerate(zip(names, blocks, strict=True)):
-        if match:
-            depth = offsets[match["stack"]] + int(match["index"]) + 1
-        depths[name] = None if i > last_block else depth
-    return depths

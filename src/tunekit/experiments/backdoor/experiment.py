@@ -68,6 +68,9 @@ class BackdoorConfig:
     dece_label_smoothing: float = option(0.05, "DeCE's label smoothing eps")
     label_smoothing: float = option(0.05, "the label-smoothing arm's eps")
     gce_q: float = option(0.5, "the GCE arm's q")
+    badam_switch_every: int = option(
+        50, "the BAdam arm: optimizer steps per GPT-2 layer before the next (random order)"
+    )
     max_new_tokens: int = option(128, "tokens generated per clean prompt (BLEU)")
     attack_tokens: int = option(64, "tokens generated per triggered prompt: the payload comes first")
     threads: int = option(0, "torch CPU threads (0: torch's default)", changes_results=False)
@@ -104,6 +107,7 @@ class BackdoorConfig:
                 "max_new_tokens",
                 "attack_tokens",
                 "max_code_chars",
+                "badam_switch_every",
             ),
         )
         check_at_least(self, ("max_pairs", "pretrain_epochs", "threads"), minimum=0)
@@ -245,13 +249,14 @@ def run_arm(
 ) -> dict:
     import transformers
 
+    from ...hf import TrainerTricks
     from . import metrics as M
     from .tokenizer import encode_pairs
     from .train import quiet_transformers, set_dropout, train
 
     quiet_transformers()
     use_threads(config.threads)
-    objective, options, poisoned = ARM_OBJECTIVES[arm]
+    objective, options, poisoned, badam = ARM_OBJECTIVES[arm]
     pairs, poisoned_rows = prepared.train_pairs, []
     if poisoned:
         pairs, poisoned_rows = D.poison(pairs, prepared.attack, rate=config.poison_rate, seed=seed)
@@ -307,6 +312,7 @@ def run_arm(
         seed=seed,
         output_dir=work_dir / "trainer",
         on_epoch_end=evaluate,
+        tricks=TrainerTricks(badam=True, switch_every=config.badam_switch_every) if badam else None,
     )
     return {
         "objective": objective,

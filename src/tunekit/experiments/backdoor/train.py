@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import transformers
 
-from ...hf import TrainerLoss, TunekitTrainer
+from ...hf import TrainerLoss, TrainerTricks, TunekitTrainer
 from .tokenizer import Encoded
 
 
@@ -67,9 +67,10 @@ def train(
     seed: int,
     output_dir: Path,
     on_epoch_end: Callable[[int, transformers.PreTrainedModel], None] | None = None,
+    tricks: TrainerTricks | None = None,
 ) -> transformers.PreTrainedModel:
     """Train `model` on `examples` with a tunekit objective (a registered name built with `options`, or a
-    loss module: see `TrainerLoss`) for `epochs`, AdamW at a constant `learning_rate`;
+    loss module: see `TrainerLoss`) for `epochs`, AdamW at a constant `learning_rate`, with `tricks`;
     `on_epoch_end(epoch, model)` runs after each epoch (epochs counted from 1)."""
     args = transformers.TrainingArguments(
         output_dir=str(output_dir),
@@ -96,6 +97,7 @@ def train(
         data_collator=transformers.DataCollatorForSeq2Seq(tokenizer, padding=True),
         compute_loss_func=TrainerLoss(objective, task="causal_lm", **options),
         callbacks=callbacks,
+        tricks=tricks,
     )
     trainer.remove_callback(transformers.PrinterCallback)  # the experiment reports its own progress
     trainer.train()
