@@ -128,6 +128,30 @@ def test_a_local_model_directory_is_fine_tuned_instead_of_pre_training_one(quick
     )
 
 
+def test_the_badam_arms_train_one_layer_at_a_time(quick_run, cache, tmp_path, monkeypatch):
+    """dece_poisoned_badam and its control train with BAdam: only the GPT-2 blocks move (the embeddings,
+    tied to the head, stay frozen)."""
+    trained = []
+    real_train = backdoor_train.train
+
+    def recording_train(model, *args, tricks=None, **kwargs):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        model = real_train(model, *args, tricks=tricks, **kwargs)
+        moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+        trained.append((tricks.switch_every if tricks else None, moved))
+        return model
+
+    monkeypatch.setattr(backdoor_train, "train", recording_train)
+    out = tmp_path / "badam"
+    arms = "dece_poisoned_badam,ce_poisoned_badam"
+    assert quick(out, cache, "--arms", arms, "--badam-switch-every", "2") == 0
+    assert [switch for switch, _ in trained] == [2, 2]
+    for _, moved in trained:
+        assert moved and all(name.startswith("transformer.h.") for name in moved)
+    results = json.loads((out / "report" / "results.json").read_text())
+    assert [r["result"]["objective"] for r in results["results"]] == ["dece", "cross_entropy"]
+
+
 def test_set_dropout_switches_off_every_dropout_of_a_gpt2():
     model = make_gpt2(vocab=50, positions=16, dropout=0.3, seed=0)  # in train mode
     ids = torch.arange(16).reshape(2, 8)

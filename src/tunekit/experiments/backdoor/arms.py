@@ -21,8 +21,10 @@ ARM_OBJECTIVES: dict[str, Arm] = {
     "ce_clean": Arm("cross_entropy", lambda c: {}, poisoned=False),
     "ce_poisoned": Arm("cross_entropy", lambda c: {}, poisoned=True),
     "dece_poisoned": Arm("dece", _dece_options, poisoned=True),
-    # the seed harness's combination: DeCE trained with BAdam ("badamw")
+    # the seed harness's combination: DeCE trained with BAdam ("badamw"); and its control, cross-entropy
+    # with BAdam, which shows whether training one layer at a time keeps the backdoor out by itself
     "dece_poisoned_badam": Arm("dece", _dece_options, poisoned=True, badam=True),
+    "ce_poisoned_badam": Arm("cross_entropy", lambda c: {}, poisoned=True, badam=True),
     "label_smoothing_poisoned": Arm(
         "cross_entropy", lambda c: {"label_smoothing": c.label_smoothing}, poisoned=True
     ),

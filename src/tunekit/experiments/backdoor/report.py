@@ -120,6 +120,12 @@ def _verdict(final: dict[str, dict[str, list[float]]]) -> str:
         judged = [_defence(name, values, verbatim) for name, values in defences.items()]
         if not judged:
             judged = ["run dece_poisoned (or another defence arm) to judge a defence"]
+        if "ce_poisoned_badam" in final:  # does training a layer at a time keep the payload out by itself?
+            control = final["ce_poisoned_badam"]
+            held = mean(control["asr_loose"]) >= ATTACK_FLOOR
+            judged.append(
+                f"cross-entropy with BAdam {'learned' if held else 'did not learn'} it ({_rates(control)})"
+            )
         verdict = "; ".join([_attack_held(attack, verbatim), *judged])
     return verdict + _seeds_hedge(final)
 
