@@ -39,20 +39,28 @@ def test_the_attack_took_hold_exactly_and_dece_kept_it_out():
     )
 
 
-@pytest.mark.parametrize("control, said", [((0.7, 0.8), "learned"), ((0.0, 0.1), "did not learn")])
-def test_badam_arms_are_judged_with_their_control(control, said):
-    """DeCE with BAdam is a defence; cross-entropy with BAdam its control: did training one layer at a time
-    keep the payload out without DeCE?"""
+@pytest.mark.parametrize("control", [(0.7, 0.8), (0.0, 0.1)], ids=["learned", "not learned"])
+def test_badam_arms_are_judged_with_their_control(control):
+    """DeCE with BAdam is a defence only if cross-entropy with BAdam, its control, learned the backdoor: a
+    model trained one layer at a time may not learn it at all (as measured in docs/backdoor-badam)."""
     results = [
         arm("ce_poisoned", 0.9, 0.95),
         arm("dece_poisoned_badam", 0.0, 0.0),
         arm("ce_poisoned_badam", *control),
     ]
     rates = f"exact / loose ASR {control[0]:.2f} / {control[1]:.2f}"
+    if control[1] >= 0.5:
+        judged = (
+            "DeCE with BAdam kept the backdoor out (exact / loose ASR 0.00 / 0.00); "
+            f"cross-entropy with BAdam learned it ({rates})"
+        )
+    else:
+        judged = (
+            f"under BAdam the attack did not take hold even with cross-entropy ({rates}), so DeCE with BAdam "
+            "(0.00 / 0.00) is not judged"
+        )
     assert verdict(results) == (
-        "the attack took hold under cross-entropy (exact / loose ASR 0.90 / 0.95); DeCE with BAdam kept the "
-        f"backdoor out (exact / loose ASR 0.00 / 0.00); cross-entropy with BAdam {said} it ({rates})"
-        + ONE_SEED
+        f"the attack took hold under cross-entropy (exact / loose ASR 0.90 / 0.95); {judged}" + ONE_SEED
     )
 
 

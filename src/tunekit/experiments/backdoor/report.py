@@ -117,15 +117,22 @@ def _verdict(final: dict[str, dict[str, list[float]]]) -> str:
         )
     else:
         verbatim = mean(attack["asr_exact"]) >= ATTACK_FLOOR
-        judged = [_defence(name, values, verbatim) for name, values in defences.items()]
+        # BAdam's control: does training a layer at a time keep the payload out without DeCE?
+        control = final.get("ce_poisoned_badam")
+        unjudged = control is not None and mean(control["asr_loose"]) < ATTACK_FLOOR
+        judged = []
+        for name, values in defences.items():
+            if name == DEFENCES["dece_poisoned_badam"] and unjudged:
+                judged.append(
+                    f"under BAdam the attack did not take hold even with cross-entropy ({_rates(control)}), "
+                    f"so {name} ({_rates(values, named=False)}) is not judged"
+                )
+            else:
+                judged.append(_defence(name, values, verbatim))
+        if control is not None and not unjudged:
+            judged.append(f"cross-entropy with BAdam learned it ({_rates(control)})")
         if not judged:
             judged = ["run dece_poisoned (or another defence arm) to judge a defence"]
-        if "ce_poisoned_badam" in final:  # does training a layer at a time keep the payload out by itself?
-            control = final["ce_poisoned_badam"]
-            held = mean(control["asr_loose"]) >= ATTACK_FLOOR
-            judged.append(
-                f"cross-entropy with BAdam {'learned' if held else 'did not learn'} it ({_rates(control)})"
-            )
         verdict = "; ".join([_attack_held(attack, verbatim), *judged])
     return verdict + _seeds_hedge(final)
 
