@@ -287,6 +287,8 @@ import torch
 from tunekit import cli
 
 torch.set_num_threads(1)  # as the suite (conftest.py): the same sums in the same order
+# a shell that starts the suite in the background (`pytest &`) has SIGINT ignored, and children inherit that
+signal.signal(signal.SIGINT, signal.default_int_handler)
 save = torch.save
 
 
