@@ -87,4 +87,3 @@ def layer_decay_param_groups(
         group["param_names"].append(name)
     order = sorted(groups, key=lambda key: (math.inf if key[0] is None else key[0], not key[1]))
     return [groups[key] for key in order]
-
