@@ -129,8 +129,8 @@ def test_a_local_model_directory_is_fine_tuned_instead_of_pre_training_one(quick
 
 
 def test_the_badam_arms_train_one_layer_at_a_time(quick_run, cache, tmp_path, monkeypatch):
-    """dece_poisoned_badam and its control train with BAdam: only the GPT-2 blocks move (the embeddings,
-    tied to the head, stay frozen)."""
+    """dece_poisoned_badam trains with BAdam (as its control ce_poisoned_badam does, through the same code):
+    only the GPT-2 blocks move (the embeddings, tied to the head, stay frozen)."""
     trained = []
     real_train = backdoor_train.train
 
@@ -143,13 +143,12 @@ def test_the_badam_arms_train_one_layer_at_a_time(quick_run, cache, tmp_path, mo
 
     monkeypatch.setattr(backdoor_train, "train", recording_train)
     out = tmp_path / "badam"
-    arms = "dece_poisoned_badam,ce_poisoned_badam"
-    assert quick(out, cache, "--arms", arms, "--badam-switch-every", "2") == 0
-    assert [switch for switch, _ in trained] == [2, 2]
+    assert quick(out, cache, "--arms", "dece_poisoned_badam", "--badam-switch-every", "2") == 0
+    assert [switch for switch, _ in trained] == [2]
     for _, moved in trained:
         assert moved and all(name.startswith("transformer.h.") for name in moved)
     results = json.loads((out / "report" / "results.json").read_text())
-    assert [r["result"]["objective"] for r in results["results"]] == ["dece", "cross_entropy"]
+    assert [r["result"]["objective"] for r in results["results"]] == ["dece"]
 
 
 def test_set_dropout_switches_off_every_dropout_of_a_gpt2():
