@@ -49,6 +49,12 @@ def held_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
     return grads + state + masters
 
 
+def _elapsed(start: float, device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def run_case(case: str, args: argparse.Namespace) -> dict:
     from tunekit.tricks import BlockOptimizer
 
@@ -67,21 +73,26 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
         optimizer = BlockOptimizer(model, optimizer, switch_every=args.switch_every, order="ascending")
     times, held = [], []
     for step, ids in enumerate(batches):
+        measured = step >= args.warmup
         if step == args.warmup:
             gc.collect()
             reset_peak(args.device)
+        seconds = 0.0  # the step's own work: the byte counts between its parts are not timed
         start = time.perf_counter()
         model(input_ids=ids, labels=ids).loss.backward()
-        if step >= args.warmup:  # the gradients, and the state of the steps before
+        seconds += _elapsed(start, args.device)
+        if measured:  # the gradients, and the state of the steps before
             held.append(held_bytes(model, optimizer))
+        start = time.perf_counter()
         optimizer.step()
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        if step >= args.warmup:
+        seconds += _elapsed(start, args.device)
+        if measured:
             held.append(held_bytes(model, optimizer))
+        start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        if step >= args.warmup:
-            times.append(time.perf_counter() - start)
+        seconds += _elapsed(start, args.device)
+        if measured:
+            times.append(seconds)
     parameters = sum(p.numel() for p in model.parameters())
     return {
         "times": times,

@@ -365,11 +365,12 @@ class BlockOptimizer(torch.optim.Optimizer):
                 f"the state holds fp32 master copies of {len(masters)} parameters, the block it resumes has "
                 f"{len(halves)} half-precision ones: was the model loaded in another dtype?"
             )
-        if target != self.active_block:
+        switching = target != self.active_block
+        if switching:
             self._deactivate(self.blocks[self.active_block].param_names)
-            self._round, self._position = list(schedule["round"]), schedule["position"]
-            self._activate(self.blocks[self.active_block].param_names)
         self._round, self._position = list(schedule["round"]), int(schedule["position"])
+        if switching:
+            self._activate(self.blocks[target].param_names)
         self._steps_in_block = int(schedule["steps_in_block"])
         self._generator.set_state(schedule["generator"].cpu())
         with torch.no_grad():
