@@ -113,14 +113,14 @@ def reference_fgm(model, batch, names, epsilon):
     return loss, {name: clean[name] + adversarial[name] for name in clean}
 
 
-def reference_pgd(model, batch, names, epsilon, alpha, steps):
+def reference_pgd(model, batch, names, epsilon, step_size, steps):
     """(last adversarial loss, clean + last adversarial gradients) after K projected steps."""
     _, clean = grads_at(model, batch, {})
     grads = clean
     deltas = {name: torch.zeros_like(clean[name]) for name in names}
     for _ in range(steps):
         for name in names:
-            delta = deltas[name] + alpha * grads[name] / grads[name].norm()
+            delta = deltas[name] + step_size * grads[name] / grads[name].norm()
             if delta.norm() > epsilon:
                 delta = epsilon * delta / delta.norm()
             deltas[name] = delta
@@ -132,7 +132,8 @@ def make_attack(method: str, model: nn.Module, kind: str, **kwargs):
     names = None if kind in EMBEDDINGS else names_of(kind)
     if method == "fgm":
         return FGM(model, kwargs.get("epsilon", 0.7), param_names=names)
-    return PGD(model, kwargs.get("epsilon", 0.7), alpha=0.3, steps=kwargs.get("steps", 3), param_names=names)
+    epsilon, steps = kwargs.get("epsilon", 0.7), kwargs.get("steps", 3)
+    return PGD(model, epsilon, step_size=0.3, steps=steps, param_names=names)
 
 
 def reference(method, model, batch, kind, epsilon=0.7, steps=3):
@@ -243,11 +244,11 @@ def test_pgd_projects_onto_the_epsilon_ball():
     origin = embedding.detach().clone()
     loss_of(model, batch).backward()
     radii = []
-    with PGD(model, epsilon=0.5, alpha=0.2, steps=5).perturbed() as steps:
+    with PGD(model, epsilon=0.5, step_size=0.2, steps=5).perturbed() as steps:
         for _ in steps:
             radii.append(float((embedding.detach() - origin).norm()))
             loss_of(model, batch).backward()
-    assert math.isclose(radii[0], 0.2, rel_tol=1e-5)  # alpha * g / ||g||
+    assert math.isclose(radii[0], 0.2, rel_tol=1e-5)  # step_size * g / ||g||
     assert radii[1] > radii[0]
     assert all(r <= 0.5 * (1 + 1e-6) for r in radii)
     assert math.isclose(radii[-1], 0.5, rel_tol=1e-5)  # 5 steps of 0.2 reach the boundary
@@ -419,7 +420,7 @@ def test_half_precision_embedding(method, dtype):
     attack = (FGM if method == "fgm" else PGD)(model, epsilon=0.5, param_names="weight")
     with attack.perturbed() as steps:
         if method == "pgd":
-            next(iter(steps))  # the first step, of size alpha
+            next(iter(steps))  # the first step, of size step_size
         size = 0.5 if method == "fgm" else 0.3
         expected = origin.float() + size / 10.0  # g / ||g|| = 1 / 10 everywhere
         torch.testing.assert_close(model.weight.detach().float(), expected, **HALF_TOLERANCE[dtype])
@@ -434,7 +435,7 @@ def test_ddp_and_data_parallel_wrappers_are_looked_through(process_group):
     assert FGM(nn.DataParallel(model)).param_names == (EMBEDDINGS["gpt2"],)
     _, expected = reference("pgd", model, batch, "gpt2")
     wrapped = nn.parallel.DistributedDataParallel(model)
-    pgd = PGD(wrapped, epsilon=0.7, alpha=0.3, steps=3)
+    pgd = PGD(wrapped, epsilon=0.7, step_size=0.3, steps=3)
     assert pgd.param_names == (EMBEDDINGS["gpt2"],)
     assert find_embedding_parameters(wrapped)[EMBEDDINGS["gpt2"]] is model.transformer.wte.weight
     pgd.step(loss_of(wrapped, batch), lambda: loss_of(wrapped, batch))
@@ -444,7 +445,7 @@ def test_ddp_and_data_parallel_wrappers_are_looked_through(process_group):
 BAD_OPTIONS = (
     [("FGM", "epsilon", v) for v in (0, -1.0, math.nan, math.inf, True, "1")]
     + [("PGD", "epsilon", 0.0)]
-    + [("PGD", "alpha", v) for v in (0.0, -0.1, math.nan, None)]
+    + [("PGD", "step_size", v) for v in (0.0, -0.1, math.nan, None)]
     + [("PGD", "steps", v) for v in (0, -1, 2.5, True, "3")]
 )
 

@@ -25,7 +25,7 @@ def _toy_state(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # default output folder runs/<name>
     monkeypatch.setenv("TUNEKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("COLUMNS", "250")
-    monkeypatch.delenv("TUNEKIT_DEBUG", raising=False)
+    monkeypatch.delenv("TUNEKIT_TRACEBACK", raising=False)
     yield
     reset_toy()
 
@@ -172,7 +172,7 @@ def test_errors_inside_the_experiment(capsys):
     Path("x.txt").write_text("0.5\nhalf\n")
     assert main("run", "toy", "--quick", "--data", "x.txt") == 2  # a user error found by prepare
     err = capsys.readouterr().err
-    assert err.startswith("tunekit: error: x.txt, line 2: not a number: 'half' [TUNEKIT_DEBUG=1 shows")
+    assert err.startswith("tunekit: error: x.txt, line 2: not a number: 'half' [TUNEKIT_TRACEBACK=1 shows")
     assert "Traceback" not in err
     assert main("run", "toy", "--quick", "--data", "absent.txt", "--out", "other") == 2
     assert "tunekit: error: data file absent.txt not found" in capsys.readouterr().err

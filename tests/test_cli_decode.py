@@ -1,6 +1,6 @@
 """``tunekit decode`` on a tiny GPT-2 and a tiny T5 saved with save_pretrained (random weights from a config,
 a locally trained byte-level BPE tokenizer): the printed tables and the JSON against
-`tunekit.hf.decoding` run on the same model in-process, sequence log-probs of ``--score`` against a manual
+`tunekit.decoding` run on the same model in-process, sequence log-probs of ``--score`` against a manual
 teacher-forced forward pass, determinism per ``--seed``, and every user error (one line, exit status 2)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tiny_models import bert_config, gpt2_config, t5_config
 from tiny_tokenizer import bpe_tokenizer
 from tunekit import cli
 from tunekit.cli import decode as decode_cli
-from tunekit.hf.decoding import (
+from tunekit.decoding import (
     DEFAULT_STRATEGIES,
     Strategy,
     compare_strategies,
@@ -69,7 +69,7 @@ def bert_classifier(tmp_path_factory, tokenizer):
 
 @pytest.fixture(autouse=True)
 def _no_debug(monkeypatch):
-    monkeypatch.delenv("TUNEKIT_DEBUG", raising=False)
+    monkeypatch.delenv("TUNEKIT_TRACEBACK", raising=False)
 
 
 def decode(capsys, *args) -> str:

@@ -19,7 +19,7 @@ def tiny_flags() -> list[str]:
 @pytest.fixture(autouse=True)
 def _plain(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # the default output folder is runs/train
-    monkeypatch.delenv("TUNEKIT_DEBUG", raising=False)
+    monkeypatch.delenv("TUNEKIT_TRACEBACK", raising=False)
 
 
 def test_train_from_flags_then_rerun_resumes(tmp_path, capsys):

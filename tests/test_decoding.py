@@ -19,7 +19,7 @@ import transformers
 from tiny_lm import make_gpt2
 from tiny_models import t5_config
 from tiny_tokenizer import bpe_tokenizer, stdlib_text
-from tunekit.hf.decoding import (
+from tunekit.decoding import (
     DEFAULT_STRATEGIES,
     Decoded,
     Strategy,
@@ -412,7 +412,7 @@ def test_formatted_tables_show_tokens_and_numbers(gpt2, tokenizer, markdown):
 
 def test_markdown_escapes_pipes():
     """A token holding '|' must not split a markdown cell."""
-    from tunekit.hf.decoding import Candidate, Step
+    from tunekit.decoding import Candidate, Step
 
     chosen = Candidate(7, "a|b", 0.5)
     result = Decoded(

@@ -413,9 +413,9 @@ def test_a_yaml_config_with_a_bad_field_names_it(tmp_path):
                 "train_file": "d.jsonl",
                 "problem_type": "regression",
                 "objective": "mse_corr",
-                "rdrop_alpha": "1",
+                "rdrop_weight": "1",
             },
-            r"rdrop_alpha applies to single_label classification .*not problem_type regression",
+            r"rdrop_weight applies to single_label classification .*not problem_type regression",
         ),
         (
             {"train_file": "d.jsonl", "problem_type": "regression", "objective": "mse_corr", "labels": "a,b"},

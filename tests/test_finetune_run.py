@@ -283,7 +283,7 @@ def test_tricks_and_objectives_are_applied(tmp_path):
         epochs="1",
         objective="dice",
         adversarial="fgm",
-        rdrop_alpha="0.5",
+        rdrop_weight="0.5",
         layer_decay="0.5",
     )
     captured = {}

@@ -260,7 +260,7 @@ def test_rdrop_repeats_a_packed_batch_consistently():
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "logits"])
 def test_rdrop_on_packed_sequences_equals_rdrop_on_padded_ones(tmp_path, tokenizer, fused):
     """Without dropout both passes agree (KL 0): R-Drop's loss is the task loss, packed or not."""
-    tricks = TrainerTricks(rdrop_alpha=1.0)
+    tricks = TrainerTricks(rdrop_weight=1.0)
     runs = [
         train(
             tmp_path,
@@ -283,8 +283,8 @@ def test_rdrop_on_packed_sequences_equals_rdrop_on_padded_ones(tmp_path, tokeniz
     [
         TrainerTricks(adversarial="fgm", adversarial_epsilon=0.1),
         TrainerTricks(adversarial="pgd", adversarial_epsilon=0.1, pgd_steps=2),
-        TrainerTricks(rdrop_alpha=0.5),
-        TrainerTricks(adversarial="pgd", adversarial_epsilon=0.1, pgd_steps=2, rdrop_alpha=0.5),
+        TrainerTricks(rdrop_weight=0.5),
+        TrainerTricks(adversarial="pgd", adversarial_epsilon=0.1, pgd_steps=2, rdrop_weight=0.5),
     ],
     ids=["fgm", "pgd", "rdrop", "pgd_rdrop"],
 )
@@ -346,7 +346,7 @@ def test_all_the_tricks_at_once_train(tmp_path, tokenizer):
         adversarial="pgd",
         adversarial_epsilon=0.1,
         pgd_steps=2,
-        rdrop_alpha=0.5,
+        rdrop_weight=0.5,
         layer_decay=0.8,
     )
     before = make_llama(vocab=len(tokenizer), seed=0)

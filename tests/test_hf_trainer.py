@@ -343,7 +343,7 @@ def test_rdrop_loss_is_the_mean_task_loss_plus_alpha_times_the_supervised_kl():
         return {"logits": logits}
 
     batch = {"input_ids": torch.arange(15).view(3, 5), "labels": labels}
-    loss = TrainerLoss("cross_entropy", task="causal_lm").compute(model, batch, 9, rdrop_alpha=0.7).loss
+    loss = TrainerLoss("cross_entropy", task="causal_lm").compute(model, batch, 9, rdrop_weight=0.7).loss
     assert torch.equal(seen["input_ids"], torch.cat([batch["input_ids"]] * 2)) and "labels" not in seen
     assert batch["labels"] is labels and len(batch) == 2  # the caller's batch is left as it was
     a, b = logits[:3], logits[3:]
@@ -361,7 +361,7 @@ def test_rdrop_in_the_trainer_runs_both_dropout_passes_in_one_forward(tmp_path):
         args=trainer_args(tmp_path),
         train_dataset=lm_rows(2, 8),
         compute_loss_func=loss_func,
-        tricks=TrainerTricks(rdrop_alpha=0.5),
+        tricks=TrainerTricks(rdrop_weight=0.5),
     )
     batch = stacked(lm_rows(2, 4))
     n = int((batch["labels"][:, 1:] != -100).sum())
@@ -399,7 +399,7 @@ def test_tricks_reject_bad_options(tmp_path):
         TunekitTrainer(
             model=make_gpt2(vocab=VOCAB, positions=LENGTH, dropout=0.0, seed=0),
             args=trainer_args(tmp_path),
-            tricks=TrainerTricks(rdrop_alpha=1.0),
+            tricks=TrainerTricks(rdrop_weight=1.0),
         )
 
 
@@ -410,7 +410,7 @@ def test_tricks_reject_bad_options(tmp_path):
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_adversarial_training_in_the_trainer_matches_the_attack_run_by_hand(tmp_path, attack, accumulation):
     rows = lm_rows(8, 8)
-    tricks = TrainerTricks(adversarial=attack, adversarial_epsilon=0.5, pgd_alpha=0.2, pgd_steps=2)
+    tricks = TrainerTricks(adversarial=attack, adversarial_epsilon=0.5, pgd_step_size=0.2, pgd_steps=2)
     updated = one_update(
         tmp_path,
         TrainerLoss("cross_entropy", task="causal_lm"),
@@ -460,7 +460,7 @@ def test_all_tricks_together_train_checkpoint_and_resume(tmp_path):
     """DeCE + EMA + PGD + R-Drop + layer decay with AdamW and gradient accumulation: the loss falls, and a
     run resumed from its checkpoint ends where the uninterrupted one does."""
     tricks = TrainerTricks(
-        ema_decay=0.9, adversarial="pgd", pgd_steps=2, rdrop_alpha=0.5, layer_decay=0.8, head_lr=3e-3
+        ema_decay=0.9, adversarial="pgd", pgd_steps=2, rdrop_weight=0.5, layer_decay=0.8, head_lr=3e-3
     )
 
     def trainer(output_dir):

@@ -1,4 +1,4 @@
-"""Long-text classification with sliding windows (`tunekit.hf.long_text`), with a locally trained WordPiece
+"""Long-text classification with sliding windows (`tunekit.long_text`), with a locally trained WordPiece
 tokenizer and tiny BERT classifiers built from configs.
 
 Windows of MAX_LENGTH tokens ([CLS] + ROOM text tokens + [SEP]) share STRIDE tokens; a long text of more than
@@ -17,14 +17,14 @@ import transformers
 
 from tiny_models import bert_config
 from tiny_tokenizer import stdlib_text, wordpiece_tokenizer
-from tunekit.hf.long_text import (
+from tunekit.hf.pooled_classifier import PooledClassifier
+from tunekit.long_text import (
     SlidingWindowClassifier,
     aggregate_windows,
     classify_long_texts,
     tokenize_windows,
     window_room,
 )
-from tunekit.hf.pooled_classifier import PooledClassifier
 
 MAX_LENGTH, STRIDE = 32, 8
 ROOM = MAX_LENGTH - 2  # [CLS] and [SEP]

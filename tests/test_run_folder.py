@@ -249,7 +249,7 @@ def test_a_result_of_the_wrong_shape_is_named_set_aside_and_run_again(tmp_path, 
 
 def test_run_with_an_out_that_is_a_file_or_cannot_be_written(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TUNEKIT_EXPERIMENTS", "test_runner")
-    monkeypatch.delenv("TUNEKIT_DEBUG", raising=False)
+    monkeypatch.delenv("TUNEKIT_TRACEBACK", raising=False)
     afile = tmp_path / "afile"
     afile.write_text("mine")
     assert cli.main(["run", "toy", "--out", str(afile), "--no-progress"]) == 2

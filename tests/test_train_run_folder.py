@@ -84,7 +84,7 @@ def run_copy(finished, tmp_path) -> Path:
 @pytest.fixture(autouse=True)
 def _plain(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("TUNEKIT_DEBUG", raising=False)
+    monkeypatch.delenv("TUNEKIT_TRACEBACK", raising=False)
 
 
 class InterruptAfterSave(transformers.TrainerCallback):

@@ -64,7 +64,7 @@ def test_each_arm_changes_one_thing(quick_run):
     assert by_arm["ema"]["tricks"] == {"ema_decay": 0.99}
     assert by_arm["fgm"]["tricks"]["adversarial"] == "fgm"
     assert by_arm["pgd"]["tricks"]["pgd_steps"] == 2  # --quick
-    assert by_arm["rdrop"]["tricks"] == {"rdrop_alpha": 1.0}
+    assert by_arm["rdrop"]["tricks"] == {"rdrop_weight": 1.0}
     assert by_arm["layer_decay"]["tricks"] == {"layer_decay": 0.75}
     assert by_arm["mean_pooling"]["tricks"] == {} and by_arm["mean_pooling"]["pooling"] == "mean"
 

@@ -44,7 +44,7 @@ def tiny_flags() -> list[str]:
 @pytest.fixture(autouse=True)
 def _plain(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # the default output folders are runs/<name>
-    monkeypatch.delenv("TUNEKIT_DEBUG", raising=False)
+    monkeypatch.delenv("TUNEKIT_TRACEBACK", raising=False)
 
 
 def refused(args: list[str], capsys) -> str:
@@ -199,7 +199,7 @@ def test_bf16_is_refused_like_the_trainer_does_but_before_the_run_folder(tmp_pat
         (["--ema-decay", "1"], "ema_decay must be a number in [0, 1), got 1.0"),
         (["--adversarial-epsilon", "0"], "adversarial_epsilon must be a finite number > 0"),
         (["--pgd-steps", "0"], "pgd_steps must be an integer >= 1, got 0"),
-        (["--rdrop-alpha", "-1"], "rdrop_alpha must be a finite number >= 0"),
+        (["--rdrop-weight", "-1"], "rdrop_weight must be a finite number >= 0"),
         (["--layer-decay", "0"], "layer_decay must be a number in (0, 1], got 0.0"),
         (["--layer-decay", "0.5", "--head-lr", "0"], "head_lr must be a finite number > 0"),
     ],

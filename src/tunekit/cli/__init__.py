@@ -7,8 +7,8 @@
 Each command is a module of this package with ``HELP`` (one line for ``tunekit --help``) and
 ``command(args) -> int``, imported only when it runs, so ``tunekit --help`` stays fast. User errors (a bad
 option value, an unknown or malformed file) print ``tunekit: error: ...`` and exit with status 2; an
-interruption (Ctrl-C) exits with 130 after saying what is kept. Set ``TUNEKIT_DEBUG=1`` to see the traceback
-behind an error.
+interruption (Ctrl-C) exits with 130 after saying what is kept. Set ``TUNEKIT_TRACEBACK=1`` to see the
+traceback behind an error.
 """
 
 from __future__ import annotations

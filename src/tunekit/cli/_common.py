@@ -10,16 +10,16 @@ USAGE_ERROR, INTERRUPTED = 2, 130
 USER_ERRORS = (ValueError, FileNotFoundError)  # a bad option, file or value: a message, not a traceback
 
 
-def debug() -> bool:
-    """Whether TUNEKIT_DEBUG asks for the traceback behind an error."""
-    return os.environ.get("TUNEKIT_DEBUG", "") not in ("", "0")
+def show_traceback() -> bool:
+    """Whether TUNEKIT_TRACEBACK asks for the traceback behind an error."""
+    return os.environ.get("TUNEKIT_TRACEBACK", "") not in ("", "0")
 
 
 def user_error(message: str, *, status: int = USAGE_ERROR, with_hint: bool = False) -> int:
     """Print ``tunekit: error: message`` (called in an ``except`` block) and return ``status``."""
-    if debug():
+    if show_traceback():
         traceback.print_exc()
     elif with_hint:
-        message += " [TUNEKIT_DEBUG=1 shows the traceback]"
+        message += " [TUNEKIT_TRACEBACK=1 shows the traceback]"
     print(f"tunekit: error: {message}", file=sys.stderr)
     return status

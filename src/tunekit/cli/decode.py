@@ -9,7 +9,7 @@
 For each prompt it prints the side-by-side of the strategies (tokens, how each ended, sum and mean
 log-probability, beam score, text), then each strategy's per-step table of the k most probable tokens, and
 for each ``--score TEXT`` that continuation's per-step table and token log-probabilities by teacher forcing.
-Every number comes from `tunekit.hf.decoding` (`compare_strategies`, `score_continuation` and its
+Every number comes from `tunekit.decoding` (`compare_strategies`, `score_continuation` and its
 ``format_*`` tables); this module only loads the model and parses the options.
 """
 
@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ._common import USER_ERRORS, debug, user_error
+from ._common import USER_ERRORS, show_traceback, user_error
 
 HELP = "show how a saved causal LM or seq2seq model decodes: per-step top-k, log-probs, strategies compared"
 
-# the names of tunekit.hf.decoding.DEFAULT_STRATEGIES (kept here so --help needs no torch import)
+# the names of tunekit.decoding.DEFAULT_STRATEGIES (kept here so --help needs no torch import)
 STRATEGY_NAMES = ("greedy", "beam", "temperature", "top_k", "top_p")
 # option -> (the strategy it sets, its generate argument)
 STRATEGY_OPTIONS = {
@@ -45,7 +45,7 @@ class Settings:
 
     prompts: list[str]
     scores: list[str]
-    strategies: list[Any]  # tunekit.hf.decoding.Strategy
+    strategies: list[Any]  # tunekit.decoding.Strategy
     max_new_tokens: int
     k: int
     seed: int
@@ -140,7 +140,7 @@ def command(args: list[str]) -> int:
     except ImportError as error:
         return user_error(str(error), status=1)
     except Exception as error:  # a bug, or a model generate cannot run: show where
-        if not debug():  # with TUNEKIT_DEBUG, user_error prints the traceback
+        if not show_traceback():  # with TUNEKIT_TRACEBACK, user_error prints the traceback
             traceback.print_exc()
         return user_error(f"{type(error).__name__}: {error}", status=1)
 
@@ -225,7 +225,7 @@ def _probability(name: str, value: float) -> None:
 
 def _strategies(names: str, overrides: dict[str, Any]) -> list[Any]:
     """The strategies named in ``--strategies``, each with the settings its options give."""
-    from ..hf.decoding import DEFAULT_STRATEGIES, Strategy
+    from ..decoding import DEFAULT_STRATEGIES, Strategy
 
     chosen = [name.strip() for name in names.split(",") if name.strip()]
     if not chosen:
@@ -378,7 +378,7 @@ def _inspect_prompt(
 ) -> dict[str, Any]:
     """Decode one prompt with every strategy and score the given continuations, print the tables, and
     return the results (`Decoded`s) for the JSON report."""
-    from ..hf.decoding import (
+    from ..decoding import (
         compare_strategies,
         format_comparison,
         format_steps,

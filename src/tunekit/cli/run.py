@@ -17,7 +17,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from ._common import INTERRUPTED, USAGE_ERROR, USER_ERRORS, debug, user_error
+from ._common import INTERRUPTED, USAGE_ERROR, USER_ERRORS, show_traceback, user_error
 
 DEFAULT_EXPERIMENT = "backdoor"  # what `tunekit run` runs without a name
 HELP = (
@@ -44,7 +44,8 @@ def _run_parser(name: str | None) -> argparse.ArgumentParser:
             else "Run an experiment: its arms x seeds, then write a report with a one-line verdict."
         ),
         epilog=f"experiments:\n{listing}\n\nResults are saved as each arm x seed finishes; running the same "
-        "command again resumes where it stopped. Set TUNEKIT_DEBUG=1 to see the traceback behind an error.",
+        "command again resumes where it stopped. Set TUNEKIT_TRACEBACK=1 to see the traceback behind an "
+        "error.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -71,7 +72,7 @@ def _run_parser(name: str | None) -> argparse.ArgumentParser:
 def command(args: list[str]) -> int:
     """Run ``tunekit run ARGS``; return the exit status."""
     from ..experiments.runner import (
-        _IMPORT_TRACEBACKS,
+        IMPORT_TRACEBACKS,
         ArmError,
         Progress,
         RunFolderError,
@@ -93,8 +94,8 @@ def command(args: list[str]) -> int:
     try:
         experiment = get_experiment(name)
     except ValueError as error:
-        if debug():
-            for text in _IMPORT_TRACEBACKS.values():
+        if show_traceback():
+            for text in IMPORT_TRACEBACKS.values():
                 print(text, file=sys.stderr)
         hint = "" if namespace.name else f" (`tunekit run` without a name runs {DEFAULT_EXPERIMENT})"
         print(f"tunekit: error: {error}{hint}", file=sys.stderr)
@@ -132,7 +133,7 @@ def command(args: list[str]) -> int:
         return user_error(str(error))
     except ArmError as error:
         user = isinstance(error.__cause__, USER_ERRORS)
-        if not user and not debug():  # likely a bug: show where (with TUNEKIT_DEBUG, _user_error does)
+        if not user and not show_traceback():  # likely a bug: show where (user_error does with the variable)
             traceback.print_exception(error.__cause__)
         return user_error(str(error), status=USAGE_ERROR if user else 1, with_hint=user)
     except USER_ERRORS as error:

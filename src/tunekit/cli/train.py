@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         "folder.",
         epilog="A checkpoint is saved after every epoch; running the same command again resumes from the "
         "last one. The folder gets model/ (save_pretrained), report.md, metrics.json and PNG curves. "
-        "Set TUNEKIT_DEBUG=1 to see the traceback behind an error.",
+        "Set TUNEKIT_TRACEBACK=1 to see the traceback behind an error.",
     )
     parser.add_argument("--config", type=Path, metavar="FILE.yaml", help="read options from a YAML mapping")
     parser.add_argument("--out", type=Path, metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})")

@@ -149,7 +149,7 @@ class ArmError(RuntimeError):
 EXPERIMENTS: dict[str, Experiment] = {}
 # experiment modules that failed to import -> why (shown by `tunekit run --list`), and their tracebacks
 UNAVAILABLE: dict[str, str] = {}
-_IMPORT_TRACEBACKS: dict[str, str] = {}
+IMPORT_TRACEBACKS: dict[str, str] = {}
 
 
 def register(experiment: Experiment) -> Experiment:
@@ -199,13 +199,13 @@ def load_experiments(name: str | None = None) -> dict[str, Experiment]:
             if module in BUILTIN and error.name == module:
                 continue  # not written yet
             UNAVAILABLE[module] = f"{type(error).__name__}: {error}"
-            _IMPORT_TRACEBACKS[module] = traceback.format_exc()
+            IMPORT_TRACEBACKS[module] = traceback.format_exc()
         except Exception as error:
             UNAVAILABLE[module] = f"{type(error).__name__}: {error}"
-            _IMPORT_TRACEBACKS[module] = traceback.format_exc()
+            IMPORT_TRACEBACKS[module] = traceback.format_exc()
         else:
             UNAVAILABLE.pop(module, None)
-            _IMPORT_TRACEBACKS.pop(module, None)
+            IMPORT_TRACEBACKS.pop(module, None)
     return EXPERIMENTS
 
 

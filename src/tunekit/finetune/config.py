@@ -223,8 +223,8 @@ class TrainConfig:
     adversarial: Literal["none", "fgm", "pgd"] = option("none", "adversarial training on the embeddings")
     adversarial_epsilon: float = option(1.0, "FGM's perturbation norm / PGD's radius")
     pgd_steps: int = option(3, "PGD steps")
-    pgd_alpha: float = option(0.3, "PGD step size")
-    rdrop_alpha: float = option(0.0, "weight of R-Drop's KL term (0: off)")
+    pgd_step_size: float = option(0.3, "PGD step size")
+    rdrop_weight: float = option(0.0, "weight of R-Drop's KL term (0: off)")
     layer_decay: float | None = option(None, "layer-wise learning-rate decay factor in (0, 1]")
     head_lr: float | None = option(None, "the head's learning rate with layer decay; none: learning_rate")
 
@@ -329,9 +329,9 @@ class TrainConfig:
             ema_decay=self.ema_decay,
             adversarial=None if self.adversarial == "none" else self.adversarial,
             adversarial_epsilon=self.adversarial_epsilon,
-            pgd_alpha=self.pgd_alpha,
+            pgd_step_size=self.pgd_step_size,
             pgd_steps=self.pgd_steps,
-            rdrop_alpha=self.rdrop_alpha,
+            rdrop_weight=self.rdrop_weight,
             layer_decay=self.layer_decay,
             head_lr=self.head_lr,
             badam=self.optimizer == "badam",
@@ -398,9 +398,9 @@ class TrainConfig:
                     f"objective {self.objective!r} does not fit problem_type {self.problem_type}: it scores "
                     f"{needed} heads; for {self.problem_type} choose one of {', '.join(fitting)}"
                 )
-        if self.problem_type != "single_label" and self.rdrop_alpha > 0:
+        if self.problem_type != "single_label" and self.rdrop_weight > 0:
             raise ValueError(
-                f"rdrop_alpha applies to single_label classification (a softmax KL), not problem_type "
+                f"rdrop_weight applies to single_label classification (a softmax KL), not problem_type "
                 f"{self.problem_type}"
             )
         if self.problem_type == "regression" and self.labels:
@@ -434,7 +434,7 @@ def check_folders(config: TrainConfig) -> None:
     """ValueError unless the config's model folder holds a model (and a tokenizer, without ``--tokenizer``)
     and its tokenizer folder a tokenizer: checked before anything is read or written (the loaders' own
     errors speak of sentencepiece and tiktoken)."""
-    from ..hf.local_folders import check_model_folder, check_tokenizer_folder
+    from ..workbench.folders import check_model_folder, check_tokenizer_folder
 
     if config.model is not None and config.model not in TINY_MODELS:
         hint = f", nor one of the tiny architectures ({', '.join(TINY_MODELS)})"

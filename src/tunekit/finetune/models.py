@@ -15,7 +15,7 @@ import tokenizers
 import transformers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
-from ..hf.tokenizer_training import train_byte_level_bpe
+from ..workbench.tokenizers import train_byte_level_bpe
 from .config import BPE_MIN_VOCAB_SIZE, PROBLEM_TYPES, TINY_MODELS, TrainConfig, check_folders, default_model
 
 __all__ = ["AUTO_CLASSES", "load_model", "load_tokenizer", "model_name", "train_tokenizer", "with_lora"]

@@ -408,10 +408,10 @@ def _describe_tricks(config: TrainConfig) -> str:
         tricks.append(f"FGM (epsilon {config.adversarial_epsilon})")
     if config.adversarial == "pgd":
         tricks.append(
-            f"PGD (epsilon {config.adversarial_epsilon}, {config.pgd_steps} steps of {config.pgd_alpha})"
+            f"PGD (epsilon {config.adversarial_epsilon}, {config.pgd_steps} steps of {config.pgd_step_size})"
         )
-    if config.rdrop_alpha > 0:
-        tricks.append(f"R-Drop (alpha {config.rdrop_alpha})")
+    if config.rdrop_weight > 0:
+        tricks.append(f"R-Drop (weight {config.rdrop_weight})")
     if config.layer_decay is not None:
         tricks.append(f"layer-wise LR decay {config.layer_decay}")
     if config.optimizer == "badam":

@@ -36,7 +36,7 @@ from ..losses import (
     recording_token_statistics,
     token_statistics,
 )
-from ..tricks._models import unwrap
+from ..tricks.models import unwrap
 from .output_layer import OutputLayerCapture, OutputLayerInput
 
 TASKS = ("causal_lm", "seq2seq", "token_classification", "sequence_classification")
@@ -210,7 +210,7 @@ class TrainerLoss:
         inputs: Mapping[str, Any],
         num_items_in_batch: int | Tensor | None = None,
         *,
-        rdrop_alpha: float = 0.0,
+        rdrop_weight: float = 0.0,
         logits: bool = False,
         token_statistics: bool = False,
     ) -> ModelLoss:
@@ -220,22 +220,22 @@ class TrainerLoss:
             model: the model as the training loop calls it (DDP / FSDP2 / PEFT wrappers included).
             inputs: the batch, with "labels" (B, N) / (B, ...) or "shift_labels"; not modified.
             num_items_in_batch: supervised labels in the whole accumulated (and global) batch.
-            rdrop_alpha: R-Drop: the batch runs twice in one forward (rows [0, B) and [B, 2B), their own
-                dropout masks) and the loss is ``(task(a) + task(b)) / 2 + rdrop_alpha * KL_sym(a, b)``, the
+            rdrop_weight: R-Drop: the batch runs twice in one forward (rows [0, B) and [B, 2B), their own
+                dropout masks) and the loss is ``(task(a) + task(b)) / 2 + rdrop_weight * KL_sym(a, b)``, the
                 KL summed over supervised positions and divided like the task loss (by ``num_items_in_batch``
                 when given, else by their count). Fused, the KL is `linear_rdrop_kl`.
             logits: score the logits even when ``fused`` (an evaluation that needs predictions).
             token_statistics: record the entropy and top-1 of the model's distribution at each target
                 during the objective's own pass (`ModelLoss.statistics`; the first pass under R-Drop).
         """
-        check_non_negative("rdrop_alpha", rdrop_alpha)
+        check_non_negative("rdrop_weight", rdrop_weight)
         inputs = dict(inputs)
         labels = inputs.pop("labels", None)
         target = self._aligned_target(labels, inputs.pop("shift_labels", None))
         position_ids = self._position_ids(inputs)
         if self.task == "seq2seq":
             inputs = _with_decoder_inputs(model, inputs, labels)
-        if rdrop_alpha:
+        if rdrop_weight:
             inputs = repeat_batch(inputs)
         if self.fused and not logits:
             head, outputs = self._fused_forward(model, inputs)
@@ -244,8 +244,8 @@ class TrainerLoss:
             outputs = model(**inputs)
             scored = ModelLoss(None, outputs, target, logits=_logits_of(outputs))
         with recording_token_statistics() if token_statistics else contextlib.nullcontext() as recorded:
-            if rdrop_alpha:
-                scored.loss = self._rdrop(scored, num_items_in_batch, position_ids, rdrop_alpha)
+            if rdrop_weight:
+                scored.loss = self._rdrop(scored, num_items_in_batch, position_ids, rdrop_weight)
             else:
                 scored.loss = self._score(
                     scored.head or scored.logits, target, num_items_in_batch, position_ids
@@ -339,7 +339,7 @@ class TrainerLoss:
         scored: ModelLoss,
         num_items_in_batch: int | Tensor | None,
         position_ids: Tensor | None,
-        alpha: float,
+        weight: float,
     ) -> Tensor:
         target = scored.target
         pad_mask = target == self.ignore_index
@@ -356,7 +356,7 @@ class TrainerLoss:
             passes = list(scored.logits.chunk(2))
             kl = rdrop_kl(*passes, pad_mask=pad_mask, **kl_options)
         task = sum(self._score(p, target, num_items_in_batch, position_ids) for p in passes) / 2
-        return task + alpha * kl
+        return task + weight * kl
 
 
 def repeat_batch(inputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..tricks._models import unwrap
+from ..tricks.models import unwrap
 
 # config attributes under which architectures change the logits after the output layer (soft-capping, scales)
 LOGIT_POSTPROCESSING = (

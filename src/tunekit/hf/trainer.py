@@ -44,9 +44,9 @@ from torch import Tensor, nn
 
 from .._checks import check_choice, check_count, check_flag, check_fraction, check_non_negative
 from ..tricks import EMA, BlockOptimizer, layer_decay_param_groups
-from ..tricks._models import unwrap
 from ..tricks.adversarial import FGM, PGD
 from ..tricks.block_optimizer import ORDERS, OUTSIDE_LAYERS
+from ..tricks.models import unwrap
 from .loss_func import ModelLoss, TrainerLoss
 
 # next to the model in every checkpoint: the EMA state, and the training weights when the model files hold
@@ -66,9 +66,9 @@ class TrainerTricks:
         ema_save: checkpoints and `save_model` hold the averaged weights.
         adversarial: None, "fgm" or "pgd" (on the input embeddings).
         adversarial_epsilon: the perturbation's norm (FGM) or radius (PGD).
-        pgd_alpha, pgd_steps: PGD's step size and number of steps.
+        pgd_step_size, pgd_steps: PGD's step size and number of steps.
         adversarial_param_names: the embedding parameters by name; default ``get_input_embeddings()``.
-        rdrop_alpha: weight of R-Drop's KL term; 0 for none.
+        rdrop_weight: weight of R-Drop's KL term; 0 for none.
         layer_decay: layer-wise LR decay factor in (0, 1]; None for the Trainer's own param groups.
         head_lr: the head's learning rate with layer decay; default the Trainer's ``learning_rate``.
         badam: train one transformer layer at a time (`tunekit.tricks.BlockOptimizer` around the Trainer's
@@ -87,10 +87,10 @@ class TrainerTricks:
     ema_save: bool = True
     adversarial: str | None = None
     adversarial_epsilon: float = 1.0
-    pgd_alpha: float = 0.3
+    pgd_step_size: float = 0.3
     pgd_steps: int = 3
     adversarial_param_names: tuple[str, ...] | None = None
-    rdrop_alpha: float = 0.0
+    rdrop_weight: float = 0.0
     layer_decay: float | None = None
     head_lr: float | None = None
     badam: bool = False
@@ -107,9 +107,9 @@ class TrainerTricks:
         check_flag("ema_save", self.ema_save)
         check_choice("adversarial", self.adversarial, (None, "fgm", "pgd"))
         check_non_negative("adversarial_epsilon", self.adversarial_epsilon, positive=True)
-        check_non_negative("pgd_alpha", self.pgd_alpha, positive=True)
+        check_non_negative("pgd_step_size", self.pgd_step_size, positive=True)
         check_count("pgd_steps", self.pgd_steps, minimum=1)
-        check_non_negative("rdrop_alpha", self.rdrop_alpha)
+        check_non_negative("rdrop_weight", self.rdrop_weight)
         if self.layer_decay is not None:
             check_fraction("layer_decay", self.layer_decay, zero_ok=False, one_ok=True)
         if self.head_lr is not None:
@@ -148,7 +148,7 @@ class TunekitTrainerMixin:
         self.tricks = TrainerTricks() if tricks is None else tricks
         if not isinstance(self.tricks, TrainerTricks):
             raise ValueError(f"tricks must be a TrainerTricks, got {type(self.tricks).__name__}")
-        if self.tricks.rdrop_alpha > 0 and not isinstance(self.compute_loss_func, TrainerLoss):
+        if self.tricks.rdrop_weight > 0 and not isinstance(self.compute_loss_func, TrainerLoss):
             raise ValueError(
                 "R-Drop needs compute_loss_func=TrainerLoss(objective, task=...) to score both passes, "
                 f"got compute_loss_func={self.compute_loss_func!r}"
@@ -207,7 +207,7 @@ class TunekitTrainerMixin:
             inputs,
             num_items_in_batch,
             # both dropout passes in one forward over the batch repeated, as the paper does
-            rdrop_alpha=self.tricks.rdrop_alpha if model.training else 0.0,
+            rdrop_weight=self.tricks.rdrop_weight if model.training else 0.0,
             logits=self._logits_wanted,
             token_statistics=self._records_token_statistics,
         )
@@ -356,7 +356,7 @@ class TunekitTrainerMixin:
         return PGD(
             model,
             self.tricks.adversarial_epsilon,
-            self.tricks.pgd_alpha,
+            self.tricks.pgd_step_size,
             self.tricks.pgd_steps,
             param_names=names,
         )

@@ -3,7 +3,7 @@ form NLP fine-tuning uses). The embedding weight E (V, H) is moved along the gra
 is run again, and the adversarial gradients are added to the clean ones::
 
     FGM:  r = epsilon * g / ||g||_2                             g = dL/dE of the clean loss, (V, H)
-    PGD:  r_0 = 0,  r_k = P(r_{k-1} + alpha * g_{k-1} / ||g_{k-1}||_2),  k = 1..K
+    PGD:  r_0 = 0,  r_k = P(r_{k-1} + step_size * g_{k-1} / ||g_{k-1}||_2),  k = 1..K
           P(r) = r * min(1, epsilon / ||r||_2)                  projection onto the epsilon-ball around E
           g_0 = the clean gradient, g_k = the gradient of the loss at E + r_k
     .grad += dL(E + r)/dtheta  (FGM)   or   dL(E + r_K)/dtheta  (PGD; the steps before the last are discarded)
@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_count, check_non_negative, describe
-from ._models import unwrap
+from .models import unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -179,12 +179,14 @@ class FGM(_EmbeddingAttack):
 
 
 class PGD(_EmbeddingAttack):
-    """Projected gradient descent (ascent on the loss): K steps of size `alpha` along the normalised gradient,
-    each projected onto the ball ||r||_2 <= epsilon around the original weight (per embedding tensor; r of the
-    weight's shape). Every step runs forward and backward; only the last step's gradients are kept::
+    """Projected gradient descent (ascent on the loss): K steps of size `step_size` along the normalised
+    gradient, each projected onto the ball ||r||_2 <= epsilon around the original weight (per embedding
+    tensor; r of the weight's shape). Every step runs forward and backward; only the last step's gradients
+    are kept::
 
         back up all .grad (clean + earlier micro-batches)
-        for k in 1..K:  r = P(r + alpha * g / ||g||);  zero all .grad (k < K) or restore the backup (k = K);
+        for k in 1..K:  r = P(r + step_size * g / ||g||)
+                        zero all .grad (k < K) or restore the backup (k = K)
                         forward + backward at E + r
         restore E                                       # .grad = backup + gradients at E + r_K
 
@@ -193,7 +195,7 @@ class PGD(_EmbeddingAttack):
     Args:
         model: the model (DDP / DataParallel looked through).
         epsilon: the radius of the ball, > 0.
-        alpha: the size of each step, > 0.
+        step_size: the size of each step, > 0.
         steps: K >= 1, the number of adversarial forward and backward passes.
         param_names: exact names (as in ``named_parameters()`` of the unwrapped model) of the weights to
             perturb; default the parameters of ``model.get_input_embeddings()``.
@@ -205,7 +207,7 @@ class PGD(_EmbeddingAttack):
         >>> model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Flatten(), torch.nn.Linear(8, 1))
         >>> ids = torch.tensor([[1, 2], [3, 4]])
         >>> loss_fn = lambda: model(ids).square().mean()
-        >>> pgd = PGD(model, epsilon=0.5, alpha=0.3, steps=3, param_names=["0.weight"])
+        >>> pgd = PGD(model, epsilon=0.5, step_size=0.3, steps=3, param_names=["0.weight"])
         >>> loss_fn().backward()
         >>> weight = model[0].weight.detach().clone()
         >>> with pgd.perturbed() as steps:
@@ -222,17 +224,17 @@ class PGD(_EmbeddingAttack):
         self,
         model: nn.Module,
         epsilon: float = 1.0,
-        alpha: float = 0.3,
+        step_size: float = 0.3,
         steps: int = 3,
         *,
         param_names: str | Iterable[str] | None = None,
     ) -> None:
         check_non_negative("epsilon", epsilon, positive=True)
-        check_non_negative("alpha", alpha, positive=True)
+        check_non_negative("step_size", step_size, positive=True)
         check_count("steps", steps, minimum=1)
         super().__init__(model, param_names)
         self.epsilon = epsilon
-        self.alpha = alpha
+        self.step_size = step_size
         self.steps = steps
 
     def step(
@@ -294,7 +296,7 @@ class PGD(_EmbeddingAttack):
         origins: dict[str, tuple[nn.Parameter, Tensor]],
         deltas: dict[str, Tensor],
     ) -> None:
-        """r = P(r + alpha * g / ||g||) and param = origin + r; no move without a usable gradient."""
+        """r = P(r + step_size * g / ||g||) and param = origin + r; no move without a usable gradient."""
         direction = _direction(name, param, grads_before)
         if direction is None:
             return
@@ -303,7 +305,7 @@ class PGD(_EmbeddingAttack):
             origins[name] = (param, param.detach().clone())
             deltas[name] = torch.zeros_like(param, dtype=torch.promote_types(param.dtype, torch.float32))
         delta = deltas[name]
-        delta.add_(grad, alpha=self.alpha / norm)
+        delta.add_(grad, alpha=self.step_size / norm)
         radius = torch.linalg.vector_norm(delta).item()
         if radius > self.epsilon:
             delta.mul_(self.epsilon / radius)

@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .._checks import check_choice, check_count, check_integer, describe
-from ._models import LAYER_NAME, layer_depths, unwrap
+from .models import LAYER_NAME, layer_depths, unwrap
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_count, check_flag, check_fraction, check_non_negative
-from ._models import unwrap
+from .models import unwrap
 
 
 class EMA:

@@ -19,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from .._checks import check_fraction, check_non_negative
-from ._models import layer_depths, unwrap
+from .models import layer_depths, unwrap
 
 
 def layer_decay_param_groups(

@@ -133,7 +133,7 @@ class BackdoorConfig:
         if self.data is not None and not Path(self.data).exists():
             raise ValueError(f"{self.data} does not exist")
         if self.model is not None:
-            from ...hf.local_folders import check_model_folder, check_tokenizer_folder
+            from ...workbench.folders import check_model_folder, check_tokenizer_folder
 
             check_model_folder(Path(self.model), option="model")
             check_tokenizer_folder(

@@ -25,7 +25,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
         "the backdoor experiment needs transformers and tokenizers: pip install 'tunekit[hf]'"
     ) from error
 
-from ...hf.tokenizer_training import train_byte_level_bpe
+from ...workbench.tokenizers import train_byte_level_bpe
 from .data import Attack, Pair
 
 __all__ = [

@@ -20,12 +20,12 @@ ARMS: dict[str, Callable[[Any], tuple[dict, str]]] = {
         {
             "adversarial": "pgd",
             "adversarial_epsilon": c.pgd_epsilon,
-            "pgd_alpha": c.pgd_alpha,
+            "pgd_step_size": c.pgd_step_size,
             "pgd_steps": c.pgd_steps,
         },
         "cls",
     ),
-    "rdrop": lambda c: ({"rdrop_alpha": c.rdrop_alpha}, "cls"),
+    "rdrop": lambda c: ({"rdrop_weight": c.rdrop_weight}, "cls"),
     "layer_decay": lambda c: ({"layer_decay": c.layer_decay}, "cls"),
     "mean_pooling": lambda c: ({}, "mean"),
 }

@@ -40,9 +40,9 @@ class TricksConfig(ClassifierConfig):
     # the model at the majority class (measured: accuracy 0.29-0.32 with FGM, 0.27 with PGD)
     fgm_epsilon: float = option(0.1, "the fgm arm's perturbation norm on the input embeddings")
     pgd_epsilon: float = option(0.1, "the pgd arm's radius")
-    pgd_alpha: float = option(0.03, "the pgd arm's step size")
+    pgd_step_size: float = option(0.03, "the pgd arm's step size")
     pgd_steps: int = option(3, "the pgd arm's steps")
-    rdrop_alpha: float = option(1.0, "the rdrop arm's KL weight")
+    rdrop_weight: float = option(1.0, "the rdrop arm's KL weight")
     layer_decay: float = option(0.75, "the layer_decay arm's factor per layer (the head keeps the full rate)")
 
     QUICK: ClassVar[dict[str, Any]] = {**ClassifierConfig.QUICK, "families": 4, "pgd_steps": 2}
@@ -55,12 +55,12 @@ class TricksConfig(ClassifierConfig):
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         if not 0 < self.layer_decay <= 1:
             raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay!r}")
-        for name in ("fgm_epsilon", "pgd_epsilon", "pgd_alpha"):
+        for name in ("fgm_epsilon", "pgd_epsilon", "pgd_step_size"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         check_at_least(self, ("pgd_steps",))
-        if self.rdrop_alpha < 0:
-            raise ValueError(f"rdrop_alpha must be >= 0, got {self.rdrop_alpha!r}")
+        if self.rdrop_weight < 0:
+            raise ValueError(f"rdrop_weight must be >= 0, got {self.rdrop_weight!r}")
 
 
 def prepare(config: TricksConfig, cache_dir: Path, progress: Any) -> Prepared:

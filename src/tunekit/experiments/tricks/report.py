@@ -96,8 +96,8 @@ def write_report(config: Any, results: list, report_dir: Path) -> str:
         "Arms (`TrainerTricks` options): "
         f"`ema` (ema_decay={config.ema_decay}, evaluated with the averages), "
         f"`fgm` (adversarial='fgm', epsilon {config.fgm_epsilon}), "
-        f"`pgd` (epsilon {config.pgd_epsilon}, alpha {config.pgd_alpha}, {config.pgd_steps} steps), "
-        f"`rdrop` (rdrop_alpha={config.rdrop_alpha}, dropout {config.dropout}), "
+        f"`pgd` (epsilon {config.pgd_epsilon}, step size {config.pgd_step_size}, {config.pgd_steps} steps), "
+        f"`rdrop` (rdrop_weight={config.rdrop_weight}, dropout {config.dropout}), "
         f"`layer_decay` (layer_decay={config.layer_decay}: the embeddings learn at "
         f"{config.layer_decay ** (config.layers + 1):.2f}x the head's rate), "
         "`mean_pooling` (`PooledClassifier(pooling='mean')` instead of 'cls').",

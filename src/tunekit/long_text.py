@@ -20,7 +20,9 @@ import torch
 from torch import Tensor, nn
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
-from .._checks import check_choice, check_count, check_positive_int, describe
+from ._checks import check_choice, check_count, check_positive_int, describe
+
+__all__ = ["SlidingWindowClassifier", "aggregate_windows", "classify_long_texts", "tokenize_windows"]
 
 WINDOW_AGGREGATIONS = ("mean", "max")
 # tokenizer options that tokenize_windows sets itself

@@ -1,4 +1,5 @@
-"""Helpers the tricks share for reading a model: looking through wrappers, and finding its layers."""
+"""Reading a model the way the tricks and the integrations need it: looking through wrappers (`unwrap`), and
+finding its layers (`layer_depths`)."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._checks import (
+from ._checks import (
     check_choice,
     check_count,
     check_flag,
@@ -44,7 +44,7 @@ from .._checks import (
     check_positive_int,
     describe,
 )
-from ..tricks._models import unwrap
+from .tricks.models import unwrap
 
 __all__ = [
     "DEFAULT_STRATEGIES",
