@@ -44,6 +44,7 @@ from ._checks import (
     check_positive_int,
     describe,
 )
+from ._dtypes import upcast
 from .tricks.models import unwrap
 
 __all__ = [
@@ -255,7 +256,7 @@ def decode(
     source = output.logits if distribution == "model" else output.scores
     steps = []
     for t, (chosen, row) in enumerate(zip(token_ids.tolist(), rows.tolist(), strict=True)):
-        probs = torch.softmax(source[t][row].float(), dim=-1)  # [V]
+        probs = torch.softmax(upcast(source[t][row]), dim=-1)  # [V]
         top = probs.topk(min(k, probs.numel()))
         steps.append(
             Step(
@@ -365,7 +366,7 @@ def token_log_probs(
         prompt_attention_mask: (B, T) or (T,), 1 for real tokens; default all ones.
 
     Returns:
-        float32 log-probs of shape (B, N), or (N,) when both ids are 1-D.
+        log-probs in fp32 (fp64 for fp64 logits), of shape (B, N), or (N,) when both ids are 1-D.
     """
     model = _check_model(model)
     vocab = model.config.get_text_config().vocab_size
@@ -382,7 +383,7 @@ def token_log_probs(
     prompt, continuation, mask = prompt.to(device), continuation.to(device), mask.to(device)
     logits = _teacher_forced_logits(model, prompt, continuation, mask)  # [B, N, V]
     # [B, N, V] -> [B, N]
-    log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, continuation.unsqueeze(-1)).squeeze(-1)
+    log_probs = torch.log_softmax(upcast(logits), dim=-1).gather(-1, continuation.unsqueeze(-1)).squeeze(-1)
     return log_probs[0] if squeeze else log_probs
 
 
@@ -449,7 +450,7 @@ def score_continuation(
         raise ValueError(f"one continuation at a time: got ids of shape {tuple(ids.shape)}")
     ids = ids.to(input_ids.device)
     logits = _teacher_forced_logits(model, input_ids, ids, attention_mask)[0]  # [N, V]
-    log_probs = torch.log_softmax(logits.float(), dim=-1)  # [N, V]
+    log_probs = torch.log_softmax(upcast(logits), dim=-1)  # [N, V]
     token_ids = ids[0].tolist()
     given = log_probs.gather(-1, ids[0].unsqueeze(-1)).squeeze(-1)  # [N]
     top = log_probs.topk(min(k, log_probs.shape[-1]), dim=-1)  # [N, k]

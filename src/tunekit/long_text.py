@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from ._checks import check_choice, check_count, check_positive_int, describe
+from ._dtypes import upcast
 
 __all__ = ["SlidingWindowClassifier", "aggregate_windows", "classify_long_texts", "tokenize_windows"]
 
@@ -178,7 +179,7 @@ def aggregate_windows(
     if bool((counts == 0).any()):
         missing = (counts == 0).nonzero().flatten().tolist()
         raise ValueError(f"documents {missing[:10]} have no window (num_docs={num_docs})")
-    x = window_logits.to(torch.float64 if window_logits.dtype == torch.float64 else torch.float32)
+    x = upcast(window_logits)
     doc_shape = (num_docs, x.shape[1])
     if how == "mean":
         summed = x.new_zeros(doc_shape).index_add(0, index, x)  # [D, C]

@@ -24,6 +24,7 @@ from transformers import AutoModel, PretrainedConfig
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .._checks import check_choice, check_fraction, check_positive_int, describe
+from .._dtypes import upcast
 from ..tricks.pooling import Pooler
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
@@ -209,7 +210,7 @@ class PooledClassifier(nn.Module):
 
     def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Hugging Face's sequence-classification loss of (B, C) logits, computed in fp32."""
-        x = logits.float() if logits.dtype != torch.float64 else logits
+        x = upcast(logits)
         problem_type = self.problem_type or _infer_problem_type(self.num_labels, labels)
         if problem_type == "regression":
             if labels.numel() != x.numel():
