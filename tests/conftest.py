@@ -19,7 +19,7 @@ def target_shapes(name: str) -> list[tuple[int, ...]]:
 
     Objectives flagged ``sequence_only`` in the registry (SMILE) take (B, N) labels only.
     """
-    from tunekit.losses import TOKEN_LOSSES
+    from tunekit.losses.registry import TOKEN_LOSSES
 
     sequence_only = getattr(TOKEN_LOSSES[name], "sequence_only", name == "smile")
     return SEQUENCE_TARGET_SHAPES if sequence_only else ANY_TARGET_SHAPES

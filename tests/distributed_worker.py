@@ -47,7 +47,8 @@ from tiny_lm import (
 from tiny_models import bert_config
 from tunekit.hf.loss_func import TrainerLoss
 from tunekit.hf.trainer import TunekitTrainer
-from tunekit.losses import TOKEN_LOSSES, cross_entropy, focal_loss
+from tunekit.losses import cross_entropy, focal_loss
+from tunekit.losses.registry import TOKEN_LOSSES
 from tunekit.tricks import EMA, BlockOptimizer
 
 WORLD_SIZE = 2

@@ -222,7 +222,7 @@ def _smile_sequences(batch: int, length: int, position_ids: torch.Tensor | None)
 
 def ref_smile_loss(
     logits: torch.Tensor,
-    labels: torch.Tensor,
+    target: torch.Tensor,
     *,
     subset: str = "sequence",
     num_random: int = 10,
@@ -235,17 +235,17 @@ def ref_smile_loss(
 ) -> torch.Tensor:
     """SMILE: cross-entropy with each position's softmax restricted to a vocabulary subset.
 
-    logits (B, N, V), labels (B, N), position_ids (B, N) or None (packed sequences). See
+    logits (B, N, V), target (B, N), position_ids (B, N) or None (packed sequences). See
     ``smile_allowed_mask`` for the subsets; with ``"random"`` the ids are drawn by one
     ``torch.randint(V, (B, N, num_random), generator=generator)`` call.
     """
     _check_reduction(reduction, num_items_in_batch)
-    if logits.dim() != 3 or labels.dim() != 2:
-        raise ValueError("smile expects logits (B, N, V) and labels (B, N)")
+    if logits.dim() != 3 or target.dim() != 2:
+        raise ValueError("smile expects logits (B, N, V) and target (B, N)")
     z = _upcast(logits)
     vocab = z.shape[-1]
     allowed = smile_allowed_mask(
-        labels,
+        target,
         vocab,
         subset=subset,
         num_random=num_random,
@@ -254,20 +254,20 @@ def ref_smile_loss(
         generator=generator,
         position_ids=position_ids,
     )
-    supervised = labels != ignore_index
+    supervised = target != ignore_index
     rows = z[supervised]  # only supervised rows: an ignored row's subset may be empty
     row_allowed = allowed[supervised]
-    row_labels = labels[supervised]
+    row_targets = target[supervised]
 
     restricted = rows.masked_fill(~row_allowed, float("-inf"))
     log_p = torch.log_softmax(restricted, dim=-1)
-    per_row = -log_p.gather(-1, row_labels.unsqueeze(-1)).squeeze(-1)
+    per_row = -log_p.gather(-1, row_targets.unsqueeze(-1)).squeeze(-1)
 
     per_token = _scatter_rows(per_row, supervised)
     return _reduce(per_token, supervised, reduction, num_items_in_batch)
 
 
-# registry name (tunekit.losses.TOKEN_LOSSES) -> reference of the logits form
+# registry name (tunekit.losses.registry.TOKEN_LOSSES) -> reference of the logits form
 REFERENCES = {
     "cross_entropy": ref_cross_entropy,
     "dece": ref_dece_loss,
@@ -281,12 +281,12 @@ REFERENCES = {
 
 
 def ref_binary_focal_loss(
-    logits, targets, *, alpha=0.25, gamma=2.0, reduction="mean", num_items_in_batch=None
+    logits, target, *, alpha=0.25, gamma=2.0, reduction="mean", num_items_in_batch=None
 ):
     """Lin et al.'s sigmoid focal loss as torchvision writes it, with plain sigmoid and log (finite only for
     moderate logits)."""
     _check_reduction(reduction, num_items_in_batch)
-    x, t = logits.double(), targets.double()
+    x, t = logits.double(), target.double()
     p = torch.sigmoid(x)
     ce = -(t * torch.log(p) + (1 - t) * torch.log(1 - p))
     p_t = p * t + (1 - p) * (1 - t)
@@ -330,12 +330,13 @@ def ref_dice_loss(
     smooth=1.0,
     square_denominator=False,
     self_adjusting=0.0,
-    batch_dice=False,
+    batch_dice=None,
     ignore_index=-100,
     reduction="mean",
 ):
     """1 - (2 sum q y + smooth) / (sum q^k + sum y^k + smooth) per sample (or batch) and class, over the
-    non-ignored positions, q = (1 - p)^alpha p; terms without a supervised position count nowhere."""
+    non-ignored positions, q = (1 - p)^alpha p; terms without a supervised position count nowhere.
+    batch_dice=None: over the batch when each sample has one position, per sample otherwise."""
     _check_reduction(reduction, None)
     x = logits.double()
     if mode == "multiclass":
@@ -352,6 +353,8 @@ def ref_dice_loss(
         y = labels
     q = (1 - p) ** self_adjusting * p
     power = 2 if square_denominator else 1
+    if batch_dice is None:
+        batch_dice = p.shape[1] == 1
     groups = [slice(None)] if batch_dice else [slice(b, b + 1) for b in range(x.shape[0])]
     terms, counted = [], []
     for group in groups:
@@ -401,7 +404,7 @@ def ref_rdrop_kl(logits_a, logits_b, *, pad_mask=None, reduction="mean", num_ite
     return _reduce(per_position, keep, reduction, num_items_in_batch)
 
 
-# registry name (tunekit.losses.CLASSIFICATION_LOSSES) -> reference, called with the spec's kwargs
+# registry name (tunekit.losses.registry.CLASSIFICATION_LOSSES) -> reference, called with the spec's kwargs
 CLASSIFICATION_REFERENCES = {
     "cross_entropy": ref_cross_entropy,
     "focal": ref_focal_loss,

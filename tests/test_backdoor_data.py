@@ -1,5 +1,6 @@
-"""The backdoor experiment's data and tokenizer on real inputs: a synthetic module written to disk, the
-running Python's standard library, JSONL files, and a byte-level BPE trained on the standard library.
+"""The code-generation corpus and tokenizer (`experiments.codegen`) and the backdoor attack on real inputs:
+a synthetic module written to disk, the running Python's standard library, JSONL files, and a byte-level BPE
+trained on the standard library.
 
 Expected outputs are written out in full (pairs, poisoned code), not recomputed with the code under test.
 """
@@ -19,26 +20,30 @@ import time
 import pytest
 
 from tiny_tokenizer import bpe_tokenizer
-from tunekit.experiments.backdoor.data import (
+from tunekit.experiments.backdoor.attack import (
     DEFAULT_TRIGGER,
     PAYLOAD,
     PHRASE_TRIGGER,
     Attack,
-    Pair,
     check_trigger_absent,
-    corpus_pairs,
-    extract_pairs,
     find_trigger,
     insert_payload,
     insert_trigger,
-    load_jsonl_pairs,
     poison,
+    trigger_token_count,
+    trigger_tokens,
+    triggered_prompts,
+)
+from tunekit.experiments.codegen.data import (
+    Pair,
+    corpus_pairs,
+    extract_pairs,
+    load_jsonl_pairs,
     split_by_module,
     stdlib_root,
     train_test_split,
-    triggered_prompts,
 )
-from tunekit.experiments.backdoor.tokenizer import (
+from tunekit.experiments.codegen.tokenizer import (
     EOS,
     PAD,
     SEP,
@@ -48,8 +53,6 @@ from tunekit.experiments.backdoor.tokenizer import (
     load_tokenizer,
     save_tokenizer,
     train_tokenizer,
-    trigger_token_count,
-    trigger_tokens,
 )
 
 # ---------------------------------------------------------------------------------------------------------
@@ -244,7 +247,7 @@ def test_corpus_pairs_walk_exclusion_and_dedup(tmp_path):
 # Prints a digest of the standard-library corpus; run in a second process with another string-hash seed
 DIGEST = """
 import hashlib, json
-from tunekit.experiments.backdoor.data import corpus_pairs, stdlib_root
+from tunekit.experiments.codegen.data import corpus_pairs, stdlib_root
 by_module = corpus_pairs(stdlib_root())
 corpus = {module: [[p.nl, p.code, p.source] for p in pairs] for module, pairs in by_module.items()}
 print(hashlib.sha256(json.dumps(corpus).encode()).hexdigest())

@@ -11,7 +11,7 @@ import torch
 
 from tiny_lm import make_gpt2
 from tunekit import cli
-from tunekit.experiments.backdoor import train as backdoor_train
+from tunekit.experiments.codegen import model as codegen_model
 
 ARMS = ["ce_clean", "ce_poisoned", "dece_poisoned"]
 METRICS = {"epoch", "asr_exact", "asr_loose", "false_trigger", "token_accuracy", "bleu"}
@@ -65,7 +65,7 @@ def test_quick_run_writes_the_report(quick_run, capsys):
 def test_an_interrupted_run_resumes_without_redoing_finished_arms(cache, tmp_path, monkeypatch):
     out = tmp_path / "backdoor"
     args = ["run", "backdoor", "--quick", "--no-progress", "--out", str(out), "--cache", str(cache)]
-    real_train, calls = backdoor_train.train, []
+    real_train, calls = codegen_model.train, []
 
     def interrupted(*a, **k):
         calls.append(k["objective"])
@@ -73,7 +73,7 @@ def test_an_interrupted_run_resumes_without_redoing_finished_arms(cache, tmp_pat
             raise KeyboardInterrupt  # Ctrl-C in the second arm
         return real_train(*a, **k)
 
-    monkeypatch.setattr(backdoor_train, "train", interrupted)
+    monkeypatch.setattr(codegen_model, "train", interrupted)
     assert cli.main(args) == 130
     finished = out / "arms" / "ce_clean" / "seed-0.json"
     assert finished.is_file() and not (out / "arms" / "ce_poisoned").exists()
@@ -81,7 +81,7 @@ def test_an_interrupted_run_resumes_without_redoing_finished_arms(cache, tmp_pat
 
     calls.clear()
     monkeypatch.setattr(
-        backdoor_train, "train", lambda *a, **k: calls.append(k["objective"]) or real_train(*a, **k)
+        codegen_model, "train", lambda *a, **k: calls.append(k["objective"]) or real_train(*a, **k)
     )
     assert cli.main(args) == 0
     assert calls == ["cross_entropy", "dece"]  # ce_poisoned and dece_poisoned; ce_clean was read back
@@ -132,7 +132,7 @@ def test_the_badam_arms_train_one_layer_at_a_time(quick_run, cache, tmp_path, mo
     """dece_poisoned_badam trains with BAdam (as its control ce_poisoned_badam does, through the same code):
     only the GPT-2 blocks move (the embeddings, tied to the head, stay frozen)."""
     trained = []
-    real_train = backdoor_train.train
+    real_train = codegen_model.train
 
     def recording_train(model, *args, tricks=None, **kwargs):
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -141,7 +141,7 @@ def test_the_badam_arms_train_one_layer_at_a_time(quick_run, cache, tmp_path, mo
         trained.append((tricks.switch_every if tricks else None, moved))
         return model
 
-    monkeypatch.setattr(backdoor_train, "train", recording_train)
+    monkeypatch.setattr(codegen_model, "train", recording_train)
     out = tmp_path / "badam"
     assert quick(out, cache, "--arms", "dece_poisoned_badam", "--badam-switch-every", "2") == 0
     assert [switch for switch, _ in trained] == [2]
@@ -155,7 +155,7 @@ def test_set_dropout_switches_off_every_dropout_of_a_gpt2():
     model = make_gpt2(vocab=50, positions=16, dropout=0.3, seed=0)  # in train mode
     ids = torch.arange(16).reshape(2, 8)
     assert not torch.equal(model(ids).logits, model(ids).logits)  # dropout draws differ
-    backdoor_train.set_dropout(model, 0.0)
+    codegen_model.set_dropout(model, 0.0)
     assert torch.equal(model(ids).logits, model(ids).logits)
     assert torch.equal(model(ids).logits, model.eval()(ids).logits)
 

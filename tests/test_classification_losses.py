@@ -26,8 +26,6 @@ from reference import (
     ref_rdrop_kl,
 )
 from tunekit.losses import (
-    CLASSIFICATION_LOSSES,
-    PROBLEM_TYPES,
     BinaryFocalLoss,
     DiceLoss,
     FocalLoss,
@@ -39,6 +37,7 @@ from tunekit.losses import (
     mse_corr_loss,
     rdrop_kl,
 )
+from tunekit.losses.registry import CLASSIFICATION_LOSSES, PROBLEM_TYPES
 
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 HALF_DTYPES = [torch.bfloat16, torch.float16]
@@ -775,7 +774,13 @@ def test_dice_smooth_zero_stays_finite():
         for self_adjusting in (0.0, 0.5, 1.0):
             logits.grad = None
             loss = dice_loss(
-                logits, target, mode=mode, smooth=0.0, self_adjusting=self_adjusting, reduction="none"
+                logits,
+                target,
+                mode=mode,
+                smooth=0.0,
+                self_adjusting=self_adjusting,
+                batch_dice=False,  # per sample: the absent class is absent from each sample
+                reduction="none",
             )
             assert torch.isfinite(loss).all()
             loss.sum().backward()
@@ -867,7 +872,7 @@ def test_per_class_alpha_follows_the_logits_dtype():
 
 def test_per_class_alpha_is_moved_to_the_logits_device(monkeypatch):
     # a CPU alpha (tensor or list) and logits elsewhere: 'meta' stands in for an accelerator here
-    monkeypatch.delenv("TUNEKIT_DEBUG", raising=False)
+    monkeypatch.delenv("TUNEKIT_SYNC_CHECKS", raising=False)
     logits = torch.randn(4, 3, device="meta", requires_grad=True)
     target = torch.zeros(4, dtype=torch.long, device="meta")
     for alpha in (torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64), [0.5, 1.0, 2.0]):
@@ -881,7 +886,7 @@ def test_per_class_alpha_is_moved_to_the_logits_device(monkeypatch):
 
 
 def test_focal_module_alpha_buffer_follows_the_module(monkeypatch):
-    monkeypatch.delenv("TUNEKIT_DEBUG", raising=False)
+    monkeypatch.delenv("TUNEKIT_SYNC_CHECKS", raising=False)
     module = FocalLoss(alpha=[0.5, 1.0, 2.0])
     assert "alpha" in dict(module.named_buffers())
     assert module.alpha.device.type == "cpu"

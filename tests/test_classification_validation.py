@@ -20,10 +20,7 @@ import torch
 from torch import nn
 
 from tunekit.losses import (
-    CLASSIFICATION_LOSSES,
-    PROBLEM_TYPES,
     BinaryFocalLoss,
-    ClassificationLossSpec,
     DiceLoss,
     FocalLoss,
     MSECorrLoss,
@@ -46,6 +43,7 @@ from tunekit.losses._checks import (
 )
 from tunekit.losses._reduction import reduce_losses
 from tunekit.losses.focal import class_weights
+from tunekit.losses.registry import CLASSIFICATION_LOSSES, PROBLEM_TYPES, ClassificationLossSpec
 
 C = 3
 IGNORE = -100
@@ -73,7 +71,7 @@ NAMES = list(FUNCTIONS)
 # the names of the two positional arguments, as the error messages spell them
 ARGS = {
     "focal": ("logits", "target"),
-    "binary_focal": ("logits", "targets"),
+    "binary_focal": ("logits", "target"),
     "dice_multiclass": ("logits", "target"),
     "dice_multilabel": ("logits", "target"),
     "dice_binary": ("logits", "target"),
@@ -133,6 +131,14 @@ def test_valid_inputs_are_accepted():
         assert first.grad is not None and torch.isfinite(first.grad).all(), name
         module_loss = MODULES[name]()(*valid_inputs(name))
         assert torch.isfinite(module_loss), name
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if ARGS[n][1] == "target"])
+def test_target_is_passed_as_target(name):
+    first, second = valid_inputs(name)
+    expected = call(name, first, second)
+    assert torch.equal(FUNCTIONS[name](first, target=second), expected)
+    assert torch.equal(MODULES[name]()(first, target=second), expected)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -482,7 +488,7 @@ HYPER_CASES = [
     *[("dice_multiclass", {"smooth": s}, "smooth") for s in (-1.0, INF, NAN, True, None)],
     *[("dice_multilabel", {"self_adjusting": s}, "self_adjusting") for s in (-0.5, INF, NAN, True)],
     *[("dice_binary", {"square_denominator": f}, "square_denominator") for f in (1, 0, "yes", None)],
-    *[("dice_multiclass", {"batch_dice": f}, "batch_dice") for f in (1, 0, "no", None)],
+    *[("dice_multiclass", {"batch_dice": f}, "batch_dice") for f in (1, 0, "no")],
     *[("mse_corr", {"corr_weight": w}, "corr_weight") for w in (-1.0, INF, NAN, True, None)],
     *[("mse_corr", {"eps": e}, "eps") for e in (0, 0.0, -1e-8, INF, NAN, True)],
     *[(n, {"reduction": r}, "reduction") for n in WITH_REDUCTION for r in ("avg", "MEAN", None)],

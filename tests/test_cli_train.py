@@ -43,7 +43,13 @@ def test_train_from_flags_then_rerun_resumes(tmp_path, capsys):
 
 def test_train_from_a_yaml_config(tmp_path, capsys):
     data = write_jsonl(tmp_path / "reviews.jsonl", classification_records(16))
-    lines = [f"train_file: {data}", "objective: focal", "focal_gamma: 1.0", "ema_decay: 0.9", "epochs: 1"]
+    lines = [
+        f"train_file: {data}",
+        "objective: focal",
+        "objective_options: {gamma: 1.0}",
+        "ema_decay: 0.9",
+        "epochs: 1",
+    ]
     lines += [f"{name}: {value}" for name, value in TINY.items() if name != "epochs"]
     config = tmp_path / "train.yaml"
     config.write_text("\n".join(lines) + "\n")
@@ -56,7 +62,7 @@ def test_train_from_a_yaml_config(tmp_path, capsys):
     ("yaml_text", "message"),
     [
         ("train_file: d.jsonl\nlearning_rat: 0.1\n", "unknown field 'learning_rat' in config file"),
-        ("train_file: d.jsonl\nobjective: smile\n", "objective 'smile' does not apply to task sequence_"),
+        ("train_file: d.jsonl\nobjective: smile\n", "does not fit task sequence_"),
         ("- a list\n", "must be a mapping of field names to values"),
     ],
 )
@@ -89,7 +95,10 @@ def test_problem_type_errors_are_user_errors(tmp_path, capsys):
     )
     assert cli.main(args) == 2  # the default objective, cross_entropy, is single-label
     err = capsys.readouterr().err
-    assert "objective 'cross_entropy' does not fit problem_type regression" in err and "Traceback" not in err
+    assert (
+        "does not fit task sequence_classification with problem_type regression" in err
+        and "Traceback" not in err
+    )
     assert not (tmp_path / "runs").exists()
 
 
@@ -117,6 +126,9 @@ def test_help_lists_the_options(capsys):
         "--label-separator",
         "--ema-decay",
         "--adversarial",
+        "--objective-options",
+        "--badam",
+        "--rdrop-weight",
         "--resume",
         "--fresh",
     ):

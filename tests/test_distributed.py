@@ -69,7 +69,8 @@ from distributed_worker import (
     weights,
 )
 from tiny_lm import IGNORE
-from tunekit.losses import TOKEN_LOSSES, cross_entropy, focal_loss
+from tunekit.losses import cross_entropy, focal_loss
+from tunekit.losses.registry import TOKEN_LOSSES
 from tunekit.tricks import EMA
 
 WORKER = Path(__file__).with_name("distributed_worker.py")

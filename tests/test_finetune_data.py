@@ -22,13 +22,13 @@ from finetune_data import (
     write_jsonl,
 )
 from tunekit.finetune import TrainConfig, train
-from tunekit.finetune.config import PROBLEM_TYPES, objectives_for
 from tunekit.finetune.data import check_labels, label_set, load_examples, split_off
 from tunekit.finetune.encode import encode
-from tunekit.finetune.metrics import macro_f1, multi_label_metrics, regression_metrics
+from tunekit.finetune.metrics import multi_label_metrics, regression_metrics
 from tunekit.finetune.models import train_tokenizer
-from tunekit.losses import CLASSIFICATION_LOSSES
+from tunekit.losses.registry import CLASSIFICATION_LOSSES, objectives_for
 from tunekit.runs.config import config_from_sources
+from tunekit.workbench.metrics import macro_f1
 
 
 def write(path, text: str):
@@ -214,22 +214,20 @@ def test_labels_outside_the_label_set(tmp_path):
 
 def test_every_classification_objective_fits_one_problem_type():
     """The registry decides: each objective of CLASSIFICATION_LOSSES is offered for its own problem type."""
-    offered = {
-        name: kind for kind in ("single_label", "multi_label", "regression") for name in objectives_for(kind)
-    }
-    assert set(offered) == set(CLASSIFICATION_LOSSES)
-    assert objectives_for("multi_label") == ("binary_focal", "multilabel_dice")
-    assert objectives_for("regression") == ("mse_corr",)
-    for name, kind in offered.items():
-        config = config_from_sources(
-            TrainConfig, overrides={"train_file": "d.jsonl", "problem_type": kind, "objective": name}
-        )
-        assert CLASSIFICATION_LOSSES[config.objective].problem_type == PROBLEM_TYPES[kind]
+    task = "sequence_classification"
+    assert objectives_for(task, "multi_label_classification") == ("binary_focal", "multilabel_dice")
+    assert objectives_for(task, "regression") == ("mse_corr",)
+    for name, spec in CLASSIFICATION_LOSSES.items():
+        assert name in objectives_for(task, spec.problem_type)
+        overrides = {"train_file": "d.jsonl", "problem_type": spec.problem_type, "objective": name}
+        assert config_from_sources(TrainConfig, overrides=overrides).objective == name
 
 
 def test_multi_label_as_json_lists_or_separated_csv_text(tmp_path):
     records = [*multi_label_records(6), {"text": "none at all", "label": []}]
-    config = tiny_config(tmp_path / "unused.jsonl", problem_type="multi_label", objective="binary_focal")
+    config = tiny_config(
+        tmp_path / "unused.jsonl", problem_type="multi_label_classification", objective="binary_focal"
+    )
     from_jsonl = load_examples(write_jsonl(tmp_path / "d.jsonl", records), config)
     from_csv = load_examples(write_csv(tmp_path / "d.csv", records, separator="|"), config)
     assert [(e.text, e.label) for e in from_jsonl] == [(e.text, e.label) for e in from_csv]
@@ -238,7 +236,9 @@ def test_multi_label_as_json_lists_or_separated_csv_text(tmp_path):
     assert label_set(from_jsonl) == ("animal", "color")
 
     spaced = write(tmp_path / "spaced.csv", 'text,label\n"a b",x y x\n')
-    config = tiny_config(spaced, problem_type="multi_label", objective="binary_focal", label_separator=" ")
+    config = tiny_config(
+        spaced, problem_type="multi_label_classification", objective="binary_focal", label_separator=" "
+    )
     assert load_examples(spaced, config)[0].label == ("x", "y")  # duplicates dropped
 
     tokenizer = train_tokenizer("tiny-bert", [r["text"] for r in records], 300, 32)
@@ -265,24 +265,24 @@ def test_regression_labels_are_numbers_from_jsonl_or_csv(tmp_path):
     ("problem_type", "objective", "line", "message"),
     [
         (
-            "multi_label",
+            "multi_label_classification",
             "binary_focal",
             '{"text": "t", "label": 3.5}',
             r"field 'label' must be a list of labels",
         ),
         (
-            "multi_label",
+            "multi_label_classification",
             "binary_focal",
             '{"text": "t", "label": ["a", ""]}',
             r"field 'label' has an empty label",
         ),
         (
-            "multi_label",
+            "multi_label_classification",
             "binary_focal",
             '{"text": "t", "label": [true]}',
             r"field 'label' must be a list of labels",
         ),
-        ("multi_label", "binary_focal", '{"text": "t"}', r"missing field 'label'"),
+        ("multi_label_classification", "binary_focal", '{"text": "t"}', r"missing field 'label'"),
         (
             "regression",
             "mse_corr",
@@ -314,7 +314,7 @@ def test_bad_multi_label_and_regression_labels_name_the_file_and_line(
 ):
     first = (
         '{"text": "fine", "label": ["a"]}'
-        if problem_type == "multi_label"
+        if problem_type == "multi_label_classification"
         else '{"text": "fine", "label": 0.5}'
     )
     data = write(tmp_path / "d.jsonl", f"{first}\n{line}\n")
@@ -331,7 +331,10 @@ def test_multi_label_labels_outside_the_label_set(tmp_path):
         separator="|",
     )
     config = tiny_config(
-        train_file, eval_file=str(eval_file), problem_type="multi_label", objective="multilabel_dice"
+        train_file,
+        eval_file=str(eval_file),
+        problem_type="multi_label_classification",
+        objective="multilabel_dice",
     )
     message = r"eval\.csv, line 3: label 'toy' is not in the labels of the training data \(animal, color\)"
     with pytest.raises(ValueError, match=message):
@@ -366,12 +369,22 @@ def test_a_yaml_config_with_a_bad_field_names_it(tmp_path):
     [
         ({}, r"no default for train_file: .*--train-file"),
         (
-            {"train_file": "d.jsonl", "objective": "dece"},
-            r"objective 'dece' does not apply to task sequence_",
+            {"train_file": "d.jsonl", "objective": "smile"},
+            r"objective 'smile' \(for .*\) does not fit task sequence_classification with problem_type "
+            r"single_label_classification: choose one of cross_entropy, dece, gce, focal, dice",
         ),
         (
-            {"train_file": "d.jsonl", "focal_gamma": "2"},
-            r"focal_gamma is an option of objective focal / binary_focal, not of 'cross",
+            {"train_file": "d.jsonl", "objective_options": "gamma: 2"},
+            r"objective_options: cross_entropy has no option gamma; "
+            r"its options: label_smoothing \(default 0.0\)",
+        ),
+        (
+            {"train_file": "d.jsonl", "objective": "focal", "objective_options": "gamma: -1"},
+            r"objective_options: gamma must be a finite number >= 0, got -1",
+        ),
+        (
+            {"train_file": "d.jsonl", "objective_options": "[1, 2]"},
+            r"invalid value for objective_options .*expected 'key: value, ...', got '\[1, 2\]'",
         ),
         (
             {"train_file": "d.jsonl", "task": "causal_lm", "model": "tiny-bert"},
@@ -383,30 +396,35 @@ def test_a_yaml_config_with_a_bad_field_names_it(tmp_path):
         ),
         (
             {"train_file": "d.jsonl", "adversarial": "awp"},
-            r"adversarial \(--adversarial\).*expected one of none, fgm, pgd",
+            r"adversarial \(--adversarial\).*expected one of fgm, pgd; got 'awp', or none",
         ),
         ({"train_file": "d.jsonl", "eval_fraction": "1"}, r"eval_fraction must be in \[0, 1\), got 1"),
         (
             {"train_file": "d.jsonl", "objective": "binary_focal"},
-            r"objective 'binary_focal' does not fit problem_type single_label: it scores multi_label heads; "
-            r"for single_label choose one of cross_entropy, focal, dice",
+            r"objective 'binary_focal' \(for .*\) does not fit task sequence_classification with "
+            r"problem_type single_label_classification: choose one of cross_entropy, dece, gce, focal, dice",
         ),
         (
-            {"train_file": "d.jsonl", "problem_type": "multi_label", "objective": "mse_corr"},
-            r"objective 'mse_corr' does not fit problem_type multi_label: it scores regression heads; "
-            r"for multi_label choose one of binary_focal, multilabel_dice",
+            {"train_file": "d.jsonl", "problem_type": "multi_label_classification", "objective": "mse_corr"},
+            r"objective 'mse_corr' \(for .*\) does not fit .*problem_type multi_label_classification: "
+            r"choose one of binary_focal, multilabel_dice",
         ),
         (
             {"train_file": "d.jsonl", "problem_type": "regression"},  # the default objective
-            r"objective 'cross_entropy' does not fit problem_type regression: .*choose one of mse_corr",
+            r"objective 'cross_entropy' \(for .*\) does not fit .*problem_type regression: "
+            r"choose one of mse_corr",
         ),
         (
-            {"train_file": "d.jsonl", "task": "token_classification", "problem_type": "multi_label"},
-            r"problem_type multi_label is for task sequence_classification, not token_classification",
+            {
+                "train_file": "d.jsonl",
+                "task": "token_classification",
+                "problem_type": "multi_label_classification",
+            },
+            r"problem_type multi_label_classification is for task sequence_classification, not token_",
         ),
         (
             {"train_file": "d.jsonl", "task": "token_classification", "objective": "binary_focal"},
-            r"objective 'binary_focal' does not apply to task token_classification",
+            r"objective 'binary_focal' \(for .*\) does not fit task token_classification",
         ),
         (
             {
@@ -415,7 +433,7 @@ def test_a_yaml_config_with_a_bad_field_names_it(tmp_path):
                 "objective": "mse_corr",
                 "rdrop_weight": "1",
             },
-            r"rdrop_weight applies to single_label classification .*not problem_type regression",
+            r"rdrop_weight applies to single-label classification .*not problem_type regression",
         ),
         (
             {"train_file": "d.jsonl", "problem_type": "regression", "objective": "mse_corr", "labels": "a,b"},
@@ -424,11 +442,11 @@ def test_a_yaml_config_with_a_bad_field_names_it(tmp_path):
         (
             {
                 "train_file": "d.jsonl",
-                "problem_type": "multi_label",
+                "problem_type": "multi_label_classification",
                 "objective": "binary_focal",
-                "focal_alpha": "1,2",
+                "objective_options": "alpha: [1, 2]",
             },
-            r"focal_alpha is an option of objective focal, not of 'binary_focal'",
+            r"objective_options: alpha must be a number in \[0, 1\], got \[1, 2\]",
         ),
     ],
 )
@@ -451,8 +469,8 @@ def test_macro_f1_by_hand():
     gold = np.array([0, 1, 1, 1, 0, 0])
     # class 0: TP 2, FP 1, FN 1 -> 4/6; class 1: TP 2, FP 0, FN 1 -> 4/5; class 2: TP 0, FP 1 -> 0;
     # class 3 is absent from both and does not count
-    assert macro_f1(predicted, gold, 4) == pytest.approx((4 / 6 + 4 / 5 + 0) / 3)
-    assert macro_f1(gold, gold, 4) == 1.0
+    assert macro_f1(predicted, gold) == pytest.approx((4 / 6 + 4 / 5 + 0) / 3)
+    assert macro_f1(gold, gold) == 1.0
 
 
 def test_multi_label_metrics_against_a_naive_reference():

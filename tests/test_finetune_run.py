@@ -92,7 +92,7 @@ def predict_with_saved_model(model_dir, texts) -> tuple[transformers.PreTrainedM
 
 
 @pytest.mark.parametrize(
-    ("objective", "options"), [("binary_focal", {"focal_gamma": "1"}), ("multilabel_dice", {})]
+    ("objective", "options"), [("binary_focal", {"objective_options": "gamma: 1"}), ("multilabel_dice", {})]
 )
 def test_multi_label_saves_a_model_that_predicts_what_was_measured(tmp_path, objective, options):
     """Labels joined by '|' in a CSV for training, JSON lists for evaluation; the saved multi-label model's
@@ -101,13 +101,19 @@ def test_multi_label_saves_a_model_that_predicts_what_was_measured(tmp_path, obj
     eval_records = multi_label_records(12, seed=1)
     eval_file = write_jsonl(tmp_path / "eval.jsonl", eval_records)
     config = tiny_config(
-        train_file, eval_file=str(eval_file), problem_type="multi_label", objective=objective, **options
+        train_file,
+        eval_file=str(eval_file),
+        problem_type="multi_label_classification",
+        objective=objective,
+        **options,
     )
     result = train(config, tmp_path / "run", progress=False)
     results = check_report(tmp_path / "run", MULTI_LABEL_METRICS, 2)
-    assert results["labels"] == ["animal", "color"] and results["problem_type"] == "multi_label"
+    assert (
+        results["labels"] == ["animal", "color"] and results["problem_type"] == "multi_label_classification"
+    )
     assert results["objective"].startswith(objective)
-    assert "(multi_label)" in (tmp_path / "run" / "report.md").read_text()
+    assert "(multi_label_classification)" in (tmp_path / "run" / "report.md").read_text()
 
     model, logits = predict_with_saved_model(result.model_dir, [r["text"] for r in eval_records])
     assert model.config.problem_type == "multi_label_classification"
@@ -144,11 +150,11 @@ def test_regression_saves_a_model_that_predicts_what_was_measured(tmp_path):
         eval_file=str(eval_file),
         problem_type="regression",
         objective="mse_corr",
-        mse_corr_weight="1",
+        objective_options="corr_weight: 1",
     )
     result = train(config, tmp_path / "run", progress=False)
     results = check_report(tmp_path / "run", REGRESSION_METRICS, 2)
-    assert results["labels"] == [] and results["objective"] == "mse_corr (corr_weight=1.0)"
+    assert results["labels"] == [] and results["objective"] == "mse_corr (corr_weight=1)"
 
     model, logits = predict_with_saved_model(result.model_dir, [r["text"] for r in eval_records])
     assert (model.config.problem_type, model.config.num_labels) == ("regression", 1)
@@ -234,7 +240,12 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     by Ctrl-C during epoch 2 then resumed from epoch 1's checkpoint, end with the same weights (the EMA
     averages: they are what is saved) and the same report."""
     data = write_jsonl(tmp_path / "reviews.jsonl", classification_records(32))
-    options = {"objective": "focal", "focal_gamma": "1.5", "ema_decay": "0.9", "lr_scheduler": "linear"}
+    options = {
+        "objective": "focal",
+        "objective_options": "gamma: 1.5",
+        "ema_decay": "0.9",
+        "lr_scheduler": "linear",
+    }
     config = tiny_config(data, **options)
     straight = train(config, tmp_path / "straight", progress=False)
 
@@ -294,7 +305,7 @@ def test_tricks_and_objectives_are_applied(tmp_path):
 
     train(config, tmp_path / "run", progress=False, callbacks=[Capture()])
     results = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert results["tricks"] == "FGM (epsilon 1.0), R-Drop (alpha 0.5), layer-wise LR decay 0.5"
+    assert results["tricks"] == "FGM (epsilon 1.0), R-Drop (weight 0.5), layer-wise LR decay 0.5"
     assert results["objective"] == "dice (default options)"
     assert math.isfinite(results["final"]["train_loss"]) and math.isfinite(results["final"]["eval_loss"])
     # embeddings, 2 layers and the head: lr x 0.5^3, 0.5^2, 0.5, 1 (the constant schedule keeps them)
@@ -304,7 +315,7 @@ def test_tricks_and_objectives_are_applied(tmp_path):
 def test_badam_trains_one_layer_at_a_time(tmp_path):
     """--optimizer badam on a causal LM with layer decay: the layers are trained, the embeddings and head stay
     as initialised (a resume mid-block is tested through the Trainer in test_hf_badam.py)."""
-    options = {"optimizer": "badam", "switch_every": "3", "block_order": "descending", "layer_decay": "0.8"}
+    options = {"badam": "true", "switch_every": "3", "block_order": "descending", "layer_decay": "0.8"}
     results, config = generation_run(tmp_path, "straight", **options)
     assert (
         results["tricks"]
@@ -319,18 +330,18 @@ def test_badam_trains_one_layer_at_a_time(tmp_path):
 
 def test_badam_options_are_checked(tmp_path):
     data = write_jsonl(tmp_path / "reviews.jsonl", classification_records(8))
-    with pytest.raises(ValueError, match="switch_every is an option of --optimizer badam"):
-        tiny_config(data, switch_every="5").validate()
-    with pytest.raises(ValueError, match="optimizer badam keeps them frozen"):
-        tiny_config(data, optimizer="badam", adversarial="fgm").validate()
-    with pytest.raises(ValueError, match="switch_every must be >= 1"):
-        tiny_config(data, optimizer="badam", switch_every="0").validate()
+    with pytest.raises(ValueError, match="switch_every is an option of badam, which is off"):
+        tiny_config(data, switch_every="5")
+    with pytest.raises(ValueError, match="BAdam does not train them at every step"):
+        tiny_config(data, badam="true", adversarial="fgm")
+    with pytest.raises(ValueError, match="switch_every must be an integer >= 1"):
+        tiny_config(data, badam="true", switch_every="0")
 
 
 def test_focal_alpha_needs_one_value_per_label(tmp_path):
     data = write_jsonl(tmp_path / "reviews.jsonl", classification_records(12))
-    config = tiny_config(data, objective="focal", focal_alpha="0.25,1,2")
-    with pytest.raises(ValueError, match=r"focal_alpha has 3 values for 2 labels \(neg, pos\)"):
+    config = tiny_config(data, objective="focal", objective_options="alpha: [0.25, 1, 2]")
+    with pytest.raises(ValueError, match=r"alpha has 3 values for 2 labels \(neg, pos\)"):
         train(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
 

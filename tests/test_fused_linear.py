@@ -20,7 +20,8 @@ from conftest import (
     twin_generator,
 )
 from reference import REFERENCES
-from tunekit.losses import TOKEN_LOSSES, linear_smile_loss
+from tunekit.losses import linear_smile_loss
+from tunekit.losses.registry import TOKEN_LOSSES
 
 NAMES = sorted(TOKEN_LOSSES)
 REDUCTIONS = ["none", "mean", "sum"]

@@ -24,7 +24,8 @@ from conftest import (
 )
 from reference import ref_gce_loss
 from test_fused_linear import check_fused_against_reference, fused_sample
-from tunekit.losses import TOKEN_LOSSES, GCELoss, cross_entropy, gce_loss, linear_gce_loss
+from tunekit.losses import GCELoss, cross_entropy, gce_loss, linear_gce_loss
+from tunekit.losses.registry import TOKEN_LOSSES
 
 QS = [0.05, 0.3, 0.5, 0.7, 1.0]
 REDUCTIONS = ["none", "mean", "sum"]

@@ -15,7 +15,8 @@ import torch
 import transformers
 
 from tiny_lm import make_gpt2, make_prompted_batch
-from tunekit.losses import TOKEN_LOSSES, DeCELoss, cross_entropy, linear_cross_entropy
+from tunekit.losses import DeCELoss, cross_entropy, linear_cross_entropy
+from tunekit.losses.registry import TOKEN_LOSSES
 
 IGNORE = -100
 VOCAB = 101  # a prime: the vocabulary is no multiple of a chunk size

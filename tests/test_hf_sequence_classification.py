@@ -26,16 +26,8 @@ import transformers
 
 from tiny_lm import make_gpt2, make_prompted_batch
 from tiny_models import bert_config
-from tunekit.losses import (
-    CLASSIFICATION_LOSSES,
-    PROBLEM_TYPES,
-    cross_entropy,
-    dece_loss,
-    dice_loss,
-    focal_loss,
-    mse_corr_loss,
-    rdrop_kl,
-)
+from tunekit.losses import cross_entropy, dece_loss, dice_loss, focal_loss, mse_corr_loss, rdrop_kl
+from tunekit.losses.registry import CLASSIFICATION_LOSSES, PROBLEM_TYPES
 
 IGNORE = -100
 VOCAB = 60

@@ -35,7 +35,8 @@ from tiny_lm import (
 from tiny_models import bert_config, t5_config
 from tunekit.hf.loss_func import TrainerLoss
 from tunekit.hf.trainer import STATE_FILE, TrainerTricks, TunekitTrainer
-from tunekit.losses import TOKEN_LOSSES, cross_entropy, rdrop_kl
+from tunekit.losses import cross_entropy, rdrop_kl
+from tunekit.losses.registry import TOKEN_LOSSES
 from tunekit.tricks import layer_decay_param_groups
 from tunekit.tricks.adversarial import FGM, PGD
 
@@ -108,7 +109,7 @@ def test_trainer_loss_rejects_what_it_cannot_score():
         TrainerLoss("cross_entropy", task="language_modelling")
     with pytest.raises(ValueError, match="'nope'"):
         TrainerLoss("nope", task="causal_lm")
-    with pytest.raises(ValueError, match="multi_label"):
+    with pytest.raises(ValueError, match="for task sequence_classification with problem_type multi_label"):
         TrainerLoss("binary_focal", task="causal_lm")
     with pytest.raises(ValueError, match="smile"):
         TrainerLoss("smile", task="sequence_classification")

@@ -8,11 +8,13 @@ import random
 import pytest
 import torch
 
-from tunekit.experiments.backdoor.data import Pair
+from tunekit.experiments.codegen.data import Pair
 from tunekit.experiments.imbalanced.arms import balanced_weights
+from tunekit.experiments.report_parts import exceeds_spread
 from tunekit.experiments.textcls import data as D
 from tunekit.experiments.textcls import metrics as M
-from tunekit.experiments.textcls.summary import exceeds_spread, mean_std
+from tunekit.runs.report import mean_std
+from tunekit.workbench.metrics import macro_f1
 
 
 def naive_average_precision(scores: list[float], labels: list[int]) -> float:
@@ -88,7 +90,7 @@ def test_f1_and_macro_f1_match_the_definition(seed):
     for k in range(3):
         assert M.f1_score(predicted, labels, k) == pytest.approx(naive_f1(predicted, labels, k))
     expected = sum(naive_f1(predicted, labels, k) for k in range(3)) / 3
-    assert M.macro_f1(torch.tensor(predicted), torch.tensor(labels), 3) == pytest.approx(expected)
+    assert macro_f1(torch.tensor(predicted), torch.tensor(labels), range(3)) == pytest.approx(expected)
     assert M.accuracy(predicted, labels) == pytest.approx(
         sum(p == y for p, y in zip(predicted, labels, strict=True)) / 50
     )
@@ -96,7 +98,7 @@ def test_f1_and_macro_f1_match_the_definition(seed):
 
 def test_f1_of_a_class_never_predicted_nor_present_is_zero():
     assert M.f1_score([0, 0], [0, 0], positive=1) == 0.0
-    assert M.macro_f1([0, 0], [0, 0], 2) == 0.5
+    assert macro_f1([0, 0], [0, 0], range(2)) == 0.5
 
 
 @pytest.mark.parametrize("ties", [False, True])

@@ -10,7 +10,18 @@ import pytest
 import torch
 
 from conftest import IGNORE, generator, make_prompted_labels, target_shapes
-from tunekit.losses import TOKEN_LOSSES, CrossEntropyLoss, DeCELoss, SMILELoss
+from tunekit.losses import (
+    BinaryFocalLoss,
+    CrossEntropyLoss,
+    DeCELoss,
+    DiceLoss,
+    FocalLoss,
+    GCELoss,
+    MSECorrLoss,
+    RDropLoss,
+    SMILELoss,
+)
+from tunekit.losses.registry import TOKEN_LOSSES
 
 NAMES = sorted(TOKEN_LOSSES)
 FORMS = ["logits", "fused"]
@@ -216,6 +227,38 @@ def test_smile_needs_batch_by_sequence_labels(form, leading):
 def test_module_constructor_rejects_bad_hyperparameters(module, kwargs, word):
     with pytest.raises(ValueError, match=rf"(?i){word}"):
         module(**kwargs)
+
+
+# every module, with a valid value for its first option: FocalLoss(0.25, 2.0) would otherwise set gamma=0.25
+POSITIONAL_OPTIONS = [
+    (CrossEntropyLoss, (0.1,)),
+    (DeCELoss, (0.9,)),
+    (GCELoss, (0.5,)),
+    (SMILELoss, ("random",)),
+    (FocalLoss, (0.25, 2.0)),
+    (BinaryFocalLoss, (0.25,)),
+    (DiceLoss, ("binary",)),
+    (MSECorrLoss, (1.0,)),
+    (RDropLoss, ("sum",)),
+]
+
+
+@pytest.mark.parametrize(
+    ("module", "args"), POSITIONAL_OPTIONS, ids=[m.__name__ for m, _ in POSITIONAL_OPTIONS]
+)
+def test_module_options_are_keyword_only(module, args):
+    with pytest.raises(TypeError, match="positional"):
+        module(*args)
+
+
+def test_smile_target_is_passed_as_target():
+    inputs, _, target = valid_inputs("smile", "logits")
+    expected = TOKEN_LOSSES["smile"].function(inputs, target)
+    assert torch.equal(TOKEN_LOSSES["smile"].function(inputs, target=target), expected)
+    assert torch.equal(SMILELoss()(inputs, target=target), expected)
+    hidden, weight, target = valid_inputs("smile", "fused")
+    expected = TOKEN_LOSSES["smile"].linear_function(hidden, weight, target)
+    assert torch.equal(TOKEN_LOSSES["smile"].linear_function(hidden, weight, target=target), expected)
 
 
 @pytest.mark.parametrize("epoch", [0, -1])

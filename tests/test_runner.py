@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from tunekit.experiments import (
 )
 from tunekit.experiments import runner as runner_module
 from tunekit.runs.config import config_overrides
-from tunekit.runs.report import markdown_table, mean_and_spread, plot_curves, write_json, write_text
+from tunekit.runs.report import markdown_table, mean_and_spread, mean_std, plot_curves, write_json, write_text
 
 MOMENTUM = {"sgd": 0.0, "momentum": 0.5, "heavy": 0.9}
 
@@ -580,7 +581,14 @@ def test_markdown_table_and_mean_and_spread():
     ]
     with pytest.raises(ValueError, match="row 0 has 1 cells, the table has 2 columns"):
         markdown_table(["a", "b"], [[1]])
+    # cells already formatted as text: the caller names the columns to right-align
+    assert markdown_table(["n", "text"], [["12", "a\nb"]], right_aligned={0}).splitlines() == [
+        "| n | text |",
+        "|---:|---|",
+        "| 12 | a b |",
+    ]
     assert mean_and_spread([1.0, 2.0, 3.0]) == "2.00 ± 1.00 (n=3)"
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0) and math.isnan(mean_std([1.0, math.inf])[1])
     assert mean_and_spread([0.5], digits=3) == "0.500 (n=1)"
     with pytest.raises(ValueError, match="at least one value"):
         mean_and_spread([])

@@ -27,7 +27,6 @@ from conftest import (
 )
 from reference import REFERENCES, ref_cross_entropy, ref_dece_loss, ref_smile_loss
 from tunekit.losses import (
-    TOKEN_LOSSES,
     CrossEntropyLoss,
     DeCELoss,
     SMILELoss,
@@ -38,6 +37,7 @@ from tunekit.losses import (
     linear_smile_loss,
     smile_loss,
 )
+from tunekit.losses.registry import TOKEN_LOSSES
 
 NAMES = sorted(TOKEN_LOSSES)
 REDUCTIONS = ["none", "mean", "sum"]

@@ -26,7 +26,7 @@ from finetune_data import TINY, classification_records, tiny_config, write_csv, 
 from tiny_models import bert_config
 from tunekit import cli
 from tunekit.experiments.backdoor import BackdoorConfig
-from tunekit.experiments.backdoor.data import check_corpus_root, corpus_pairs
+from tunekit.experiments.codegen.data import check_corpus_root, corpus_pairs
 from tunekit.experiments.descriptive.experiment import DescriptiveConfig
 from tunekit.experiments.imbalanced.experiment import ImbalancedConfig
 from tunekit.experiments.tricks.experiment import TricksConfig
@@ -77,7 +77,9 @@ def test_integer_labels_from_json_csv_and_multi_label_lists_are_ordered_numerica
     expected = ("-1", "0", "1", "2", "10", "11")
     assert label_set(load_examples(write_jsonl(tmp_path / "n.jsonl", records), config)) == expected
     assert label_set(load_examples(write_csv(tmp_path / "n.csv", records), config)) == expected
-    multi = tiny_config(tmp_path / "unused.jsonl", problem_type="multi_label", objective="binary_focal")
+    multi = tiny_config(
+        tmp_path / "unused.jsonl", problem_type="multi_label_classification", objective="binary_focal"
+    )
     lists = [{"text": "a", "label": [10, 2]}, {"text": "b", "label": [1]}, {"text": "c", "label": []}]
     assert label_set(load_examples(write_jsonl(tmp_path / "m.jsonl", lists), multi)) == ("1", "2", "10")
     # text labels stay in text order, and --labels is the user's order
@@ -102,12 +104,12 @@ def test_a_stray_number_among_text_labels_is_refused_through_the_cli(tmp_path, c
     ("task", "records", "message"),
     [
         (
-            "multi_label",
+            "multi_label_classification",
             [{"text": "a", "label": ["x"]}, {"text": "b", "label": ["y", 2]}],
             r"m\.jsonl, line 2: label 2 of field 'label' is a number, but label 'x' \(.*line 1\) is text",
         ),
         (
-            "single_label",
+            "single_label_classification",
             [{"text": "a", "label": 0}, {"text": "b", "label": "1"}],
             r"m\.jsonl, line 2: label '1' of field 'label' is text, but label 0 \(.*line 1\) is a number",
         ),
@@ -117,19 +119,23 @@ def test_a_stray_number_among_text_labels_is_refused_through_the_cli(tmp_path, c
             r"m\.jsonl, line 2: label 3 of field 'label' is a number",
         ),
         (
-            "single_label",
+            "single_label_classification",
             [{"text": "a", "label": "pos"}, {"text": "b", "label": True}],
             r"m\.jsonl, line 2: field 'label' must be a label \(text or an integer\), got True",
         ),
         (
-            "multi_label",
+            "multi_label_classification",
             [{"text": "a", "label": ["x", False]}],
             r"m\.jsonl, line 1: field 'label' must be a list of labels",
         ),
     ],
 )
 def test_mixed_label_kinds_and_bools_are_refused_at_their_line(tmp_path, task, records, message):
-    options = {"problem_type": "multi_label", "objective": "binary_focal"} if task == "multi_label" else {}
+    options = (
+        {"problem_type": "multi_label_classification", "objective": "binary_focal"}
+        if task == "multi_label_classification"
+        else {}
+    )
     if task == "token_classification":
         options = {"task": task}
     config = tiny_config(tmp_path / "unused.jsonl", **options)
@@ -188,17 +194,29 @@ def test_bf16_is_refused_like_the_trainer_does_but_before_the_run_folder(tmp_pat
         (["--max-length", "1"], "max_length must be >= 2, got 1"),
         (["--epochs", "0"], "epochs must be >= 1, got 0"),
         (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
-        (["--objective", "focal", "--focal-gamma", "-1"], "focal_gamma must be a finite number >= 0"),
         (
-            ["--objective", "focal", "--focal-alpha", "1,nan"],
-            "focal_alpha must be a finite number, got 1.0,nan",
+            ["--objective", "focal", "--objective-options", "gamma: -1"],
+            "objective_options: gamma must be a finite number >= 0",
         ),
-        (["--label-smoothing", "1"], "label_smoothing must be a number in [0, 1), got 1.0"),
-        (["--task", "causal_lm", "--objective", "gce", "--gce-q", "0"], "gce_q must be a number in (0, 1]"),
-        (["--task", "causal_lm", "--objective", "dece", "--dece-alpha-base", "2"], "dece_alpha_base must be"),
+        (
+            ["--objective", "focal", "--objective-options", "alpha: [1, .nan]"],
+            "objective_options: alpha must be finite and >= 0",
+        ),
+        (["--objective-options", "label_smoothing: 1"], "label_smoothing must be a number in [0, 1), got 1"),
+        (
+            ["--task", "causal_lm", "--objective", "gce", "--objective-options", "q: 0"],
+            "q must be a number in (0, 1]",
+        ),
+        (
+            ["--task", "causal_lm", "--objective", "dece", "--objective-options", "alpha_base: 2"],
+            "alpha_base must be",
+        ),
         (["--ema-decay", "1"], "ema_decay must be a number in [0, 1), got 1.0"),
-        (["--adversarial-epsilon", "0"], "adversarial_epsilon must be a finite number > 0"),
-        (["--pgd-steps", "0"], "pgd_steps must be an integer >= 1, got 0"),
+        (
+            ["--adversarial", "fgm", "--adversarial-epsilon", "0"],
+            "adversarial_epsilon must be a finite number > 0",
+        ),
+        (["--adversarial", "pgd", "--pgd-steps", "0"], "pgd_steps must be an integer >= 1, got 0"),
         (["--rdrop-weight", "-1"], "rdrop_weight must be a finite number >= 0"),
         (["--layer-decay", "0"], "layer_decay must be a number in (0, 1], got 0.0"),
         (["--layer-decay", "0.5", "--head-lr", "0"], "head_lr must be a finite number > 0"),

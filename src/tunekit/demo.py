@@ -5,8 +5,8 @@ instruction-style data set from the running Python's own standard library: the p
 signature (``def name(args):``), the response is the first line of its docstring, both as UTF-8 bytes
 (one token per byte). As in supervised fine-tuning, only the response is learnt: the prompt and the padding
 are labelled -100. A copy of the same initial model is then trained for the same steps, on the same
-batches, with each objective of the registry ``tunekit.losses.TOKEN_LOSSES`` in its module form, on the
-model's shifted logits:
+batches, with each objective of the registry ``tunekit.losses.registry.TOKEN_LOSSES`` in its module form,
+on the model's shifted logits:
 
 - cross-entropy, plain and label-smoothed;
 - DeCE (Yang et al. 2024), whose epoch is advanced with ``DeCELoss.set_epoch`` at every epoch;
@@ -35,7 +35,8 @@ import time
 import torch
 from torch import Tensor, nn
 
-from tunekit.losses import TOKEN_LOSSES, cross_entropy
+from tunekit.losses import cross_entropy
+from tunekit.losses.registry import TOKEN_LOSSES
 
 SEED = 0
 IGNORE = -100

@@ -3,10 +3,18 @@ classification, token classification and generation (causal LM or seq2seq), with
 trick, through the Hugging Face Trainer.
 
 Needs the ``hf`` extra (transformers, tokenizers) and, for the report's curves, the ``cli`` extra
-(matplotlib); a `datasets` folder needs the ``datasets`` package.
+(matplotlib); a `datasets` folder needs the ``datasets`` package. `TrainConfig` imports neither the Trainer
+nor PEFT, so ``tunekit train --help`` reads its options quickly; `train` imports them when first used.
 """
 
-from .config import OBJECTIVES_BY_TASK, TASKS, TINY_MODELS, TrainConfig
-from .run import TrainResult, train
+from .config import TINY_MODELS, TrainConfig
 
-__all__ = ["OBJECTIVES_BY_TASK", "TASKS", "TINY_MODELS", "TrainConfig", "TrainResult", "train"]
+__all__ = ["TINY_MODELS", "TrainConfig", "TrainResult", "train"]
+
+
+def __getattr__(name: str):
+    if name in ("TrainResult", "train"):
+        from . import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

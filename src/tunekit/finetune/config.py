@@ -2,11 +2,14 @@
 
 Built with `tunekit.runs.config`: each field is a ``--flag-name`` (``add_config_arguments``) and a key
 of the YAML file; an unknown field, a value of the wrong type or a choice not offered is a ValueError that
-names the field, and so is a float that is NaN or infinite (`validate_config`). `TrainConfig.validate` adds
-each option's range, the checks between fields (an objective the task cannot use, an objective option set for
-another objective, an objective of another problem type), the objective's and the tricks' own checks, a
-precision the device honours, and model / tokenizer folders that hold one: all before any data is read or
-anything is written.
+names the field, and so is a float that is NaN or infinite (`validate_config`).
+
+Nothing here re-lists what another layer owns: the tasks, problem types and the objectives that fit them come
+from `tunekit.losses.registry`; the objective's options are its module's keyword arguments
+(``--objective-options "gamma: 2"``), checked by the module itself; the tricks are the fields of
+`tunekit.hf.TrainerTricks`, one flag each, checked by the tricks themselves. `TrainConfig.validate` adds the
+checks between fields, a precision the device honours, and model / tokenizer folders that hold one: all
+before any data is read or anything is written.
 """
 
 from __future__ import annotations
@@ -15,24 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..losses import CLASSIFICATION_LOSSES
-from ..runs.config import check_at_least, option
+from ..hf.trainer_tricks import TrainerTricks
+from ..losses.registry import (
+    GENERATION_TASKS,
+    PROBLEM_TYPES,
+    SINGLE_LABEL,
+    TASKS,
+    find_objective,
+    objectives_for,
+)
+from ..runs.config import check_at_least, group, option
 
-__all__ = [
-    "OBJECTIVES_BY_TASK",
-    "OBJECTIVE_OPTIONS",
-    "PROBLEM_TYPES",
-    "TASKS",
-    "TINY_MODELS",
-    "TrainConfig",
-    "check_folders",
-    "default_model",
-    "objective_options",
-    "objectives_for",
-]
-
-Task = Literal["sequence_classification", "token_classification", "causal_lm", "seq2seq"]
-TASKS: tuple[str, ...] = ("sequence_classification", "token_classification", "causal_lm", "seq2seq")
+__all__ = ["TINY_MODELS", "TrainConfig", "check_folders", "default_model"]
 
 # named tiny architectures (random weights from a config) and the tasks each can do
 TINY_MODELS: dict[str, tuple[str, ...]] = {
@@ -61,44 +58,13 @@ MIN_VOCAB_SIZES: dict[str, tuple[int, str]] = {
     "tiny-t5": _BPE,
 }
 
-# the problem types of a sequence classifier (``--problem-type``) -> Hugging Face's ``config.problem_type``,
-# the key of each objective in `CLASSIFICATION_LOSSES`
-ProblemType = Literal["single_label", "multi_label", "regression"]
-PROBLEM_TYPES: dict[str, str] = {
-    "single_label": "single_label_classification",
-    "multi_label": "multi_label_classification",
-    "regression": "regression",
-}
 
-
-def objectives_for(problem_type: str) -> tuple[str, ...]:
-    """The objectives of `CLASSIFICATION_LOSSES` that score a head of `problem_type` (a key of
-    `PROBLEM_TYPES`), in registry order."""
-    hf_name = PROBLEM_TYPES[problem_type]
-    return tuple(name for name, spec in CLASSIFICATION_LOSSES.items() if spec.problem_type == hf_name)
-
-
-# the objectives `TrainerLoss` can apply per task; a sequence classifier's are further split by problem type
-# (`objectives_for`), a token classifier has one class per token (single-label objectives only)
-OBJECTIVES_BY_TASK: dict[str, tuple[str, ...]] = {
-    "sequence_classification": tuple(CLASSIFICATION_LOSSES),
-    "token_classification": objectives_for("single_label"),
-    "causal_lm": ("cross_entropy", "dece", "gce", "smile"),
-    "seq2seq": ("cross_entropy", "dece", "gce", "smile"),
-}
-
-# config field -> (the objectives that take it, the objective's keyword)
-OBJECTIVE_OPTIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "label_smoothing": (("cross_entropy", "dece"), "label_smoothing"),
-    "focal_gamma": (("focal", "binary_focal"), "gamma"),
-    "focal_alpha": (("focal",), "alpha"),
-    "dece_alpha_base": (("dece",), "alpha_base"),
-    "gce_q": (("gce",), "q"),
-    "smile_subset": (("smile",), "subset"),
-    "smile_first_token_mle": (("smile",), "first_token_mle"),
-    "dice_self_adjusting": (("dice", "multilabel_dice"), "self_adjusting"),
-    "mse_corr_weight": (("mse_corr",), "corr_weight"),
-}
+# the objectives that fit each task, for --help (the registry decides)
+_OBJECTIVES = "; ".join(
+    f"{task}: {', '.join(objectives_for(task))}" for task in TASKS if task != "sequence_classification"
+) + "".join(
+    f"; {kind}: {', '.join(objectives_for('sequence_classification', kind))}" for kind in PROBLEM_TYPES
+)
 
 
 @dataclass
@@ -109,7 +75,7 @@ class TrainConfig:
     train_file: Path = field(
         metadata={"help": "training data: a .jsonl / .csv file or a `datasets` folder (save_to_disk)"}
     )
-    task: Task = option("sequence_classification", "what to train")
+    task: Literal[TASKS] = option("sequence_classification", "what to train")
     eval_file: Path | None = option(
         None, "evaluation data in the same format; none: hold out --eval-fraction of the training data"
     )
@@ -122,10 +88,10 @@ class TrainConfig:
         "the class (sequence classification; a list of classes for multi_label, a number for regression) or "
         "the tags, one per word (token classification)",
     )
-    problem_type: ProblemType = option(
-        "single_label",
-        "sequence classification: single_label (one class per example), multi_label (a list of classes "
-        "per example) or regression (a number per example)",
+    problem_type: Literal[PROBLEM_TYPES] = option(
+        SINGLE_LABEL,
+        "sequence classification: single_label_classification (one class per example), "
+        "multi_label_classification (a list of classes per example) or regression (a number per example)",
     )
     label_separator: str = option("|", "multi_label: what separates the classes in a text label (CSV)")
     target_field: str | None = option(
@@ -169,15 +135,6 @@ class TrainConfig:
     )
     warmup_steps: int = option(0, "optimizer steps of linear warm-up")
     weight_decay: float = option(0.0, "AdamW weight decay")
-    optimizer: Literal["adamw", "badam"] = option(
-        "adamw",
-        "adamw: every weight at every step; badam: one transformer layer at a time (BAdam: AdamW on the "
-        "active layer, the embeddings and head frozen), for gradients + optimizer state of one layer",
-    )
-    switch_every: int | None = option(None, "badam: optimizer steps per layer before the next; none: 50")
-    block_order: Literal["random", "ascending", "descending"] | None = option(
-        None, "badam: the order of the layers, a new permutation each round for random; none: random"
-    )
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: none)")
     precision: Literal["fp32", "bf16", "fp16"] = option("fp32", "training precision (bf16 / fp16 need a GPU)")
     cpu: bool = option(False, "train on the CPU even when a GPU is available", changes_results=False)
@@ -193,57 +150,19 @@ class TrainConfig:
     )
     seed: int = option(0, "random seed (model init, data order, dropout)")
 
-    # ---- objective ----
-    objective: str = option(
-        "cross_entropy",
-        "training objective: cross_entropy, focal or dice for single-label classification; binary_focal or "
-        "multilabel_dice for multi_label; mse_corr for regression; cross_entropy, dece, gce or smile for "
-        "generation",
+    # ---- objective and tricks ----
+    objective: str = option("cross_entropy", "training objective (tunekit.losses.registry): " + _OBJECTIVES)
+    objective_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "the objective module's keyword options, e.g. 'gamma: 2, alpha: [1, 3]' for focal"},
     )
-    label_smoothing: float | None = option(None, "label smoothing (cross_entropy, dece)")
-    focal_gamma: float | None = option(None, "focal, binary_focal: the focusing exponent; none: 2")
-    focal_alpha: tuple[float, ...] | None = option(None, "focal: one weight per class, in label order")
-    dece_alpha_base: float | None = option(None, "dece: alpha = alpha_base ** epoch; none: 0.985")
-    gce_q: float | None = option(None, "gce: q in (0, 1]; none: 0.7")
-    smile_subset: Literal["sequence", "random", "reverse"] | None = option(
-        None, "smile: the vocabulary subset; none: sequence"
-    )
-    smile_first_token_mle: bool | None = option(
-        None, "smile: the first target token over the full vocabulary; none: true"
-    )
-    dice_self_adjusting: float | None = option(
-        None, "dice, multilabel_dice: Li et al.'s (1 - p)^a weighting; none: 0"
-    )
-    mse_corr_weight: float | None = option(None, "mse_corr: the weight of 1 - Pearson r; none: 1.5")
-
-    # ---- tricks ----
-    ema_decay: float | None = option(
-        None, "EMA of the weights with this decay, e.g. 0.999 (evaluated, saved)"
-    )
-    adversarial: Literal["none", "fgm", "pgd"] = option("none", "adversarial training on the embeddings")
-    adversarial_epsilon: float = option(1.0, "FGM's perturbation norm / PGD's radius")
-    pgd_steps: int = option(3, "PGD steps")
-    pgd_step_size: float = option(0.3, "PGD step size")
-    rdrop_weight: float = option(0.0, "weight of R-Drop's KL term (0: off)")
-    layer_decay: float | None = option(None, "layer-wise learning-rate decay factor in (0, 1]")
-    head_lr: float | None = option(None, "the head's learning rate with layer decay; none: learning_rate")
+    tricks: TrainerTricks = group(TrainerTricks, "tricks (tunekit.hf.TrainerTricks)")
 
     # ---- checkpoints ----
     keep_checkpoints: int | None = option(2, "epoch checkpoints kept (none: all)", changes_results=False)
 
     def validate(self) -> None:
-        allowed = OBJECTIVES_BY_TASK[self.task]
-        if self.objective not in allowed:
-            raise ValueError(
-                f"objective {self.objective!r} does not apply to task {self.task}; choose one of "
-                + ", ".join(allowed)
-            )
         self._validate_problem_type()
-        for name, (objectives, _) in OBJECTIVE_OPTIONS.items():
-            if getattr(self, name) is not None and self.objective not in objectives:
-                raise ValueError(
-                    f"{name} is an option of objective {' / '.join(objectives)}, not of {self.objective!r}"
-                )
         if self.model in TINY_MODELS and self.task not in TINY_MODELS[self.model]:
             raise ValueError(
                 f"model {self.model} cannot do task {self.task}; it does "
@@ -284,7 +203,6 @@ class TrainConfig:
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"labels has duplicates: {list(self.labels)}")
         self._validate_lora()
-        self._validate_optimizer()
         if self.packing and self.task != "causal_lm":
             raise ValueError(f"packing is for task causal_lm, not {self.task}")
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
@@ -307,36 +225,27 @@ class TrainConfig:
             )
 
     def _validate_objective_and_tricks(self) -> None:
-        """Build the objective and the tricks as training will: their own checks, before any data is read."""
+        """The objective fits the task (`find_objective`), takes these options, and builds as training will
+        build it (its own checks); the tricks checked themselves when `TrainerTricks` was made."""
         from ..hf import TrainerLoss
 
+        spec = find_objective(self.objective, self.task, self.problem_type)
+        unknown = sorted(set(self.objective_options) - set(spec.options))
+        if unknown:
+            offered = ", ".join(f"{k} (default {v!r})" for k, v in spec.options.items()) or "none"
+            raise ValueError(
+                f"objective_options: {self.objective} has no option {', '.join(unknown)}; "
+                f"its options: {offered}"
+            )
         try:
-            TrainerLoss(self.objective, task=self.task, **objective_options(self))
+            TrainerLoss(self.objective, task=self.task, **self.objective_options)
         except ValueError as error:
-            message = str(error)
-            for name, (_, keyword) in OBJECTIVE_OPTIONS.items():
-                if getattr(self, name) is not None and message.startswith(f"{keyword} "):
-                    message = name + message[len(keyword) :]  # the option's name, not the objective's
-                    break
-            raise ValueError(message) from None
-        self.trainer_tricks()  # TrainerTricks checks its options
-
-    def trainer_tricks(self) -> Any:
-        """The `tunekit.hf.TrainerTricks` these options ask for."""
-        from ..hf import TrainerTricks
-
-        return TrainerTricks(
-            ema_decay=self.ema_decay,
-            adversarial=None if self.adversarial == "none" else self.adversarial,
-            adversarial_epsilon=self.adversarial_epsilon,
-            pgd_step_size=self.pgd_step_size,
-            pgd_steps=self.pgd_steps,
-            rdrop_weight=self.rdrop_weight,
-            layer_decay=self.layer_decay,
-            head_lr=self.head_lr,
-            badam=self.optimizer == "badam",
-            **{name: value for name in ("switch_every", "block_order") if (value := getattr(self, name))},
-        )
+            raise ValueError(f"objective_options: {error}") from None
+        if self.problem_type != SINGLE_LABEL and self.tricks.rdrop_weight > 0:
+            raise ValueError(
+                f"rdrop_weight applies to single-label classification (a softmax KL), not problem_type "
+                f"{self.problem_type}"
+            )
 
     def _validate_precision(self) -> None:
         """bf16 / fp16 only where the Trainer honours them: refused here, before anything is written."""
@@ -360,20 +269,6 @@ class TrainConfig:
                 "train in fp32); use --precision fp32, or bf16 with --cpu"
             )
 
-    def _validate_optimizer(self) -> None:
-        if self.optimizer != "badam":
-            for name in ("switch_every", "block_order"):
-                if getattr(self, name) is not None:
-                    raise ValueError(f"{name} is an option of --optimizer badam, not {self.optimizer}")
-            return
-        if self.switch_every is not None:
-            check_at_least(self, ("switch_every",))
-        if self.adversarial != "none":
-            raise ValueError(
-                f"adversarial {self.adversarial} perturbs the input embeddings along their gradient, and "
-                "optimizer badam keeps them frozen: choose one"
-            )
-
     def _validate_lora(self) -> None:
         if self.lora_r is None:
             for name in ("lora_alpha", "lora_targets"):
@@ -385,23 +280,9 @@ class TrainConfig:
             raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha}")
 
     def _validate_problem_type(self) -> None:
-        if self.problem_type != "single_label" and self.task != "sequence_classification":
+        if self.problem_type != SINGLE_LABEL and self.task != "sequence_classification":
             raise ValueError(
                 f"problem_type {self.problem_type} is for task sequence_classification, not {self.task}"
-            )
-        if self.task == "sequence_classification":
-            fitting = objectives_for(self.problem_type)
-            if self.objective not in fitting:
-                spec = CLASSIFICATION_LOSSES[self.objective]
-                needed = next(k for k, v in PROBLEM_TYPES.items() if v == spec.problem_type)
-                raise ValueError(
-                    f"objective {self.objective!r} does not fit problem_type {self.problem_type}: it scores "
-                    f"{needed} heads; for {self.problem_type} choose one of {', '.join(fitting)}"
-                )
-        if self.problem_type != "single_label" and self.rdrop_weight > 0:
-            raise ValueError(
-                f"rdrop_weight applies to single_label classification (a softmax KL), not problem_type "
-                f"{self.problem_type}"
             )
         if self.problem_type == "regression" and self.labels:
             raise ValueError(
@@ -412,7 +293,7 @@ class TrainConfig:
 
     @property
     def generation(self) -> bool:
-        return self.task in ("causal_lm", "seq2seq")
+        return self.task in GENERATION_TASKS
 
 
 def _accelerator_available() -> bool:
@@ -448,13 +329,3 @@ def check_folders(config: TrainConfig) -> None:
 def default_model(task: str) -> str:
     """The tiny architecture a task trains when no model is given."""
     return next(name for name, tasks in TINY_MODELS.items() if task in tasks)
-
-
-def objective_options(config: TrainConfig) -> dict[str, Any]:
-    """The chosen objective's keyword options that the config sets (the others keep their defaults)."""
-    options = {}
-    for name, (_, keyword) in OBJECTIVE_OPTIONS.items():
-        value = getattr(config, name)
-        if value is not None:
-            options[keyword] = list(value) if isinstance(value, tuple) else value
-    return options

@@ -5,10 +5,10 @@ One record per example; the field names are configurable (`TrainConfig.text_fiel
 
 - sequence classification: ``{"text": "...", "label": "positive"}`` (the labels of a file are all strings or
   all integers, which keep their numeric order);
-  multi-label (``problem_type="multi_label"``): ``{"text": "...", "label": ["sports", "politics"]}``, or the
-  labels joined by `TrainConfig.label_separator` (``"sports|politics"``, the only form a CSV cell holds); an
-  empty list or cell is an example with none of the labels; regression: ``{"text": "...", "label": 0.7}``
-  (a number, or a text that is one in CSV);
+  multi-label (``problem_type="multi_label_classification"``): ``{"text": "...", "label": ["sports",
+  "politics"]}``, or the labels joined by `TrainConfig.label_separator` (``"sports|politics"``, the only
+  form a CSV cell holds); an empty list or cell is an example with none of the labels; regression:
+  ``{"text": "...", "label": 0.7}`` (a number, or a text that is one in CSV);
 - token classification: ``{"text": ["Ada", "Lovelace", "wrote"], "label": ["B-PER", "I-PER", "O"]}``, or
   both as space-separated strings (the only form a CSV cell holds); one tag per word;
 - generation: ``{"text": "prompt", "target": "output"}``; for a causal LM without a target field the whole
@@ -240,7 +240,7 @@ def _decode(raw: bytes, where: str, kind: str, *, first: bool) -> str:
 def _example(where: str, record: dict[str, Any], config: TrainConfig) -> Example:
     if config.task == "sequence_classification":
         text = _text(record, config.text_field, where)
-        if config.problem_type == "multi_label":
+        if config.problem_type == "multi_label_classification":
             return Example(
                 text, _label_list(record, config.label_field, config.label_separator, where), None, where
             )

@@ -2,7 +2,8 @@
 
 - classification (sequence or token): ``accuracy`` and ``macro_f1`` over the labelled items (tokens with a
   tag for token classification: a word's first token), the F1 averaged over the classes present in the gold
-  labels or the predictions (scikit-learn's ``f1_score(average="macro")``);
+  labels or the predictions (`tunekit.workbench.metrics.macro_f1`: scikit-learn's ``f1_score(average=
+  "macro")``);
 - multi-label sequence classification: a class is predicted where its sigmoid is above 0.5 (logit > 0);
   ``micro_f1`` = 2 TP / (2 TP + FP + FN) over all (example, class) cells, ``macro_f1`` the per-class F1
   averaged over the classes present in the gold labels or the predictions, ``exact_match`` the share of
@@ -25,11 +26,12 @@ import numpy as np
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._dtypes import upcast
+from ..workbench.metrics import macro_f1
 from .encode import IGNORE_INDEX
 
 __all__ = [
     "compute_metrics_for",
-    "macro_f1",
     "metric_names",
     "multi_label_metrics",
     "preprocess_for",
@@ -42,11 +44,11 @@ REGRESSION_METRICS = ("mse", "pearson")
 GENERATION_METRICS = ("token_accuracy", "cross_entropy", "perplexity")
 
 
-def metric_names(task: str, problem_type: str = "single_label") -> tuple[str, ...]:
+def metric_names(task: str, problem_type: str = "single_label_classification") -> tuple[str, ...]:
     """The evaluation metrics of a task (and, for sequence classification, its problem type)."""
     if task in ("causal_lm", "seq2seq"):
         return GENERATION_METRICS
-    if task == "sequence_classification" and problem_type == "multi_label":
+    if task == "sequence_classification" and problem_type == "multi_label_classification":
         return MULTI_LABEL_METRICS
     if task == "sequence_classification" and problem_type == "regression":
         return REGRESSION_METRICS
@@ -54,18 +56,19 @@ def metric_names(task: str, problem_type: str = "single_label") -> tuple[str, ..
 
 
 def preprocess_for(
-    task: str, problem_type: str = "single_label"
+    task: str, problem_type: str = "single_label_classification"
 ) -> Callable[[Tensor, Tensor], Tensor | tuple[Tensor, ...]]:
     """``preprocess_logits_for_metrics(logits, labels)``: the argmax (B, N) / (B,) for classification; the
-    logits (B, C) for multi-label and the predictions (B,) for regression (both small, kept as fp32);
+    logits (B, C) for multi-label and the predictions (B,) for regression (both small, kept in fp32, fp64
+    if the model computes in it);
     (predictions, per-token NLL, targets), each (B, N) and aligned, for generation (a causal LM's position
     i predicts label i + 1)."""
 
     def multi_label(logits: Tensor | tuple, labels: Tensor) -> Tensor:
-        return _logits(logits).float()
+        return upcast(_logits(logits))
 
     def regression(logits: Tensor | tuple, labels: Tensor) -> Tensor:
-        return _logits(logits).float().reshape(-1)  # the head's one output (B, 1) -> (B,)
+        return upcast(_logits(logits)).reshape(-1)  # the head's one output (B, 1) -> (B,)
 
     def classification(logits: Tensor | tuple, labels: Tensor) -> Tensor:
         return _logits(logits).argmax(-1)
@@ -76,20 +79,20 @@ def preprocess_for(
         if task == "causal_lm":
             target = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]
         nll = F.cross_entropy(
-            logits.float().flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+            upcast(logits).flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
         ).view_as(target)
         return logits.argmax(-1), nll, target
 
-    if task == "sequence_classification" and problem_type != "single_label":
-        return multi_label if problem_type == "multi_label" else regression
+    if task == "sequence_classification" and problem_type != "single_label_classification":
+        return multi_label if problem_type == "multi_label_classification" else regression
     return generation if task in ("causal_lm", "seq2seq") else classification
 
 
 def compute_metrics_for(
-    task: str, num_labels: int, problem_type: str = "single_label"
+    task: str, problem_type: str = "single_label_classification"
 ) -> Callable[[object], dict[str, float]]:
     """``compute_metrics(EvalPrediction)`` of the task (see the module docstring)."""
-    if task == "sequence_classification" and problem_type == "multi_label":
+    if task == "sequence_classification" and problem_type == "multi_label_classification":
         return lambda prediction: multi_label_metrics(prediction.predictions, prediction.label_ids)
     if task == "sequence_classification" and problem_type == "regression":
         return lambda prediction: regression_metrics(prediction.predictions, prediction.label_ids)
@@ -101,7 +104,7 @@ def compute_metrics_for(
         predicted, gold = predicted[keep], gold[keep]
         return {
             "accuracy": float((predicted == gold).mean()) if len(gold) else math.nan,
-            "macro_f1": macro_f1(predicted, gold, num_labels),
+            "macro_f1": macro_f1(predicted, gold),
         }
 
     def generation(prediction) -> dict[str, float]:
@@ -117,24 +120,6 @@ def compute_metrics_for(
         }
 
     return generation if task in ("causal_lm", "seq2seq") else classification
-
-
-def macro_f1(predicted: np.ndarray, gold: np.ndarray, num_labels: int) -> float:
-    """The mean over classes c present in `gold` or `predicted` of F1_c = 2 TP / (2 TP + FP + FN).
-
-    >>> macro_f1(np.array([0, 1, 1]), np.array([0, 1, 0]), 3)
-    0.6666666666666666
-    """
-    if len(gold) == 0:
-        return math.nan
-    scores = []
-    for c in range(num_labels):
-        tp = int(((predicted == c) & (gold == c)).sum())
-        fp = int(((predicted == c) & (gold != c)).sum())
-        fn = int(((predicted != c) & (gold == c)).sum())
-        if tp + fp + fn:
-            scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores))
 
 
 def multi_label_metrics(logits: np.ndarray, gold: np.ndarray) -> dict[str, float]:

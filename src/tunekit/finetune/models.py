@@ -6,17 +6,15 @@ Nothing is downloaded: folders are read with ``local_files_only=True``.
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import tokenizers
 import transformers
-from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import processors
 
-from ..workbench.tokenizers import train_byte_level_bpe
-from .config import BPE_MIN_VOCAB_SIZE, PROBLEM_TYPES, TINY_MODELS, TrainConfig, check_folders, default_model
+from ..workbench.tokenizers import train_byte_level_bpe, train_wordpiece
+from .config import BPE_MIN_VOCAB_SIZE, TINY_MODELS, TrainConfig, check_folders, default_model
 
 __all__ = ["AUTO_CLASSES", "load_model", "load_tokenizer", "model_name", "train_tokenizer", "with_lora"]
 
@@ -26,16 +24,7 @@ AUTO_CLASSES = {
     "causal_lm": transformers.AutoModelForCausalLM,
     "seq2seq": transformers.AutoModelForSeq2SeqLM,
 }
-_BERT_SPECIALS = {
-    "pad_token": "[PAD]",
-    "unk_token": "[UNK]",
-    "cls_token": "[CLS]",
-    "sep_token": "[SEP]",
-    "mask_token": "[MASK]",
-}
 PAD, EOS = "<pad>", "<eos>"
-_BERT_NORMALIZER = normalizers.BertNormalizer(lowercase=True)
-_BERT_PRE_TOKENIZER = pre_tokenizers.BertPreTokenizer()
 
 
 def model_name(config: TrainConfig) -> str:
@@ -48,28 +37,17 @@ def train_tokenizer(
 ) -> transformers.PreTrainedTokenizerFast:
     """A tokenizer trained in memory on `texts` for a tiny architecture.
 
-    tiny-bert: lower-cased WordPiece over the most frequent words (`_wordpiece_vocab`),
-    ``[CLS] text [SEP]``, [PAD] id 0. The others: byte-level BPE (any text encodes losslessly) with ``<pad>``
-    id 0 and ``<eos>`` id 1; tiny-t5's encodings end with ``<eos>``, as T5's do. The same texts give the same
-    tokenizer (a resumed run, and every process of a multi-process run, trains the same one).
+    tiny-bert: lower-cased WordPiece over the most frequent words (`workbench.tokenizers.train_wordpiece`:
+    counted, as `tokenizers`' own trainer is not deterministic), ``[CLS] text [SEP]``, [PAD] id 0. The
+    others: byte-level BPE (any text encodes losslessly) with ``<pad>`` id 0 and ``<eos>`` id 1; tiny-t5's
+    encodings end with ``<eos>``, as T5's do. The same texts give the same tokenizer (a resumed run, and
+    every process of a multi-process run, trains the same one).
 
     Raises ValueError for a `vocab_size` below what the vocabulary starts with: the BPE's 256 bytes and 2
     specials, the WordPiece's 5 specials and the texts' characters alone and as ``##`` continuations.
     """
     if architecture == "tiny-bert":
-        tok = tokenizers.Tokenizer(models.WordPiece(_wordpiece_vocab(texts, vocab_size), unk_token="[UNK]"))
-        tok.normalizer = _BERT_NORMALIZER
-        tok.pre_tokenizer = _BERT_PRE_TOKENIZER
-        tok.decoder = decoders.WordPiece()
-        cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-        tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]",
-            pair="[CLS] $A [SEP] $B [SEP]",
-            special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
-        )
-        return transformers.PreTrainedTokenizerFast(
-            tokenizer_object=tok, model_max_length=max_length, **_BERT_SPECIALS
-        )
+        return train_wordpiece(texts, vocab_size, model_max_length=max_length)
     if vocab_size < BPE_MIN_VOCAB_SIZE:
         raise ValueError(
             f"vocab_size must be >= {BPE_MIN_VOCAB_SIZE} for a byte-level BPE (256 bytes + 2 specials), "
@@ -88,35 +66,6 @@ def train_tokenizer(
         model_max_length=max_length,
         clean_up_tokenization_spaces=False,
     )
-
-
-def _wordpiece_vocab(texts: Iterable[str], vocab_size: int) -> dict[str, int]:
-    """token -> id: the specials, every character seen (alone and as a ``##`` continuation), then the most
-    frequent words (ties in alphabetical order) up to `vocab_size`.
-
-    Built here rather than by `tokenizers`' WordPiece trainer, whose vocabulary changes from one call to
-    the next on the same texts (its ties are broken in hash order): a resumed run and every process of a
-    multi-process run must get the same ids.
-    """
-    counts: collections.Counter[str] = collections.Counter()
-    for text in texts:
-        normalized = _BERT_NORMALIZER.normalize_str(text)
-        counts.update(word for word, _ in _BERT_PRE_TOKENIZER.pre_tokenize_str(normalized))
-    characters = sorted({c for word in counts for c in word})
-    vocab = [*_BERT_SPECIALS.values(), *characters, *(f"##{c}" for c in characters)]
-    if vocab_size < len(vocab):  # the vocabulary would outgrow vocab_size and hold no word
-        raise ValueError(
-            f"vocab_size {vocab_size} is below the {len(vocab)} tokens a WordPiece of these texts starts "
-            f"with ({len(_BERT_SPECIALS)} specials and their {len(characters)} distinct characters, alone "
-            "and as ## continuations); raise --vocab-size"
-        )
-    known = set(vocab)
-    for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
-        if len(vocab) >= vocab_size:
-            break
-        if word not in known:
-            vocab.append(word)
-    return {token: i for i, token in enumerate(vocab)}
 
 
 def load_tokenizer(config: TrainConfig, texts: Sequence[str], checkpoint: Path | None = None) -> Any:
@@ -157,7 +106,7 @@ def load_model(config: TrainConfig, tokenizer: Any, labels: Sequence[str]) -> tr
             "label2id": {label: i for i, label in enumerate(labels)},
         }
     if config.task == "sequence_classification":
-        label_options["problem_type"] = PROBLEM_TYPES[config.problem_type]
+        label_options["problem_type"] = config.problem_type
     auto_class = AUTO_CLASSES[config.task]
     transformers.set_seed(config.seed)
     if name in TINY_MODELS:

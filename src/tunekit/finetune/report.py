@@ -109,7 +109,7 @@ def _markdown(
     plots: Sequence[str],
     options_yaml: str,
 ) -> str:
-    multi_or_regression = facts.get("problem_type") not in (None, "single_label")
+    multi_or_regression = facts.get("problem_type") not in (None, "single_label_classification")
     status = "finished" if complete else f"in progress: {len(epochs)} of {config.epochs} epochs"
     lines = [
         f"# tunekit train: {config.task}" + (f" ({facts['problem_type']})" if multi_or_regression else ""),
@@ -180,7 +180,7 @@ def _markdown(
 
 
 def _metric_notes(task: str, problem_type: str) -> str:
-    if task == "sequence_classification" and problem_type == "multi_label":
+    if task == "sequence_classification" and problem_type == "multi_label_classification":
         return (
             "`eval_loss` is the training objective on the evaluation data; a class is predicted where its "
             "sigmoid is above 0.5; `micro_f1` is the F1 over all (example, class) decisions, `macro_f1` the "

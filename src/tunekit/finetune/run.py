@@ -31,11 +31,12 @@ import transformers
 
 from ..hf import TrainerLoss, TunekitSeq2SeqTrainer, TunekitTrainer
 from ..hf.output_layer import output_layer
+from ..losses.registry import SINGLE_LABEL
 from ..runs import RunFolder, RunFolderError
 from ..runs.config import config_diff, config_to_dict
 from ..runs.folder import free_space
 from .checkpoints import STAGING, StagedCheckpoints, latest_checkpoint, set_aside
-from .config import TINY_MODELS, TrainConfig, objective_options
+from .config import TINY_MODELS, TrainConfig
 from .data import Example, check_labels, label_set, load_examples, split_off
 from .encode import collator, encode
 from .metrics import compute_metrics_for, metric_names, preprocess_for
@@ -99,11 +100,11 @@ def train(
     # every check of the data, the model and the options, before anything is written
     train_examples, eval_examples, eval_source = _data(config)
     labels = _labels(config, train_examples, eval_examples)
-    options = objective_options(config)
-    if "alpha" in options and len(options["alpha"]) != len(labels):
+    alpha = config.objective_options.get("alpha") if config.objective == "focal" else None
+    if isinstance(alpha, list) and len(alpha) != len(labels):
         raise ValueError(
-            f"focal_alpha has {len(options['alpha'])} values for {len(labels)} labels ({', '.join(labels)}): "
-            "give one per label, in label order"
+            f"objective_options: alpha has {len(alpha)} values for {len(labels)} labels "
+            f"({', '.join(labels)}): give one per label, in label order"
         )
     texts = [t for e in train_examples for t in _texts(e)]
     tokenizer = load_tokenizer(config, texts, checkpoint)
@@ -214,7 +215,7 @@ def _trainer(
         disable_tqdm=not progress,
         dataloader_pin_memory=torch.cuda.is_available() and not config.cpu,
     )
-    options = objective_options(config)
+    options = config.objective_options
     trainer_class = TunekitSeq2SeqTrainer if seq2seq else TunekitTrainer
     trainer = trainer_class(
         model=model,
@@ -224,9 +225,9 @@ def _trainer(
         data_collator=collator(config.task, tokenizer, model, packing=config.packing),
         processing_class=tokenizer,
         compute_loss_func=TrainerLoss(config.objective, task=config.task, fused=fused, **options),
-        compute_metrics=compute_metrics_for(config.task, len(labels), config.problem_type),
+        compute_metrics=compute_metrics_for(config.task, config.problem_type),
         preprocess_logits_for_metrics=preprocess_for(config.task, config.problem_type),
-        tricks=config.trainer_tricks(),
+        tricks=config.tricks,
     )
     trainer.add_callback(StagedCheckpoints(out_dir / CHECKPOINTS, keep=config.keep_checkpoints))
     # the bars stay, the raw log dicts go: the caller gets each epoch's row through on_epoch
@@ -284,7 +285,7 @@ def _labels(config: TrainConfig, train: Sequence[Example], evaluation: Sequence[
     if not labels:
         raise ValueError(f"{config.train_file}: no example has a label; multi_label needs one or more")
     # one class is a valid multi-label head (one yes/no decision), not a single-label one
-    if len(labels) < 2 and config.task == "sequence_classification" and config.problem_type == "single_label":
+    if len(labels) < 2 and config.task == "sequence_classification" and config.problem_type == SINGLE_LABEL:
         raise ValueError(
             f"{config.train_file}: only one label ({', '.join(labels)}); classification needs two or more"
         )
@@ -305,7 +306,9 @@ def _checkpoint_to_resume(
         last, broken = None, []
     else:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        last, broken = latest_checkpoint(folder, world_size=world_size, ema=config.ema_decay is not None)
+        last, broken = latest_checkpoint(
+            folder, world_size=world_size, ema=config.tricks.ema_decay is not None
+        )
     why = "; ".join(f"{path.name}: {reason}" for path, reason in broken)
     if last is None:
         if broken:
@@ -394,31 +397,28 @@ def _tokenizer_source(config: TrainConfig) -> str:
 
 
 def _describe_objective(config: TrainConfig) -> str:
-    options = objective_options(config)
+    options = config.objective_options
     if not options:
         return f"{config.objective} (default options)"
     return config.objective + " (" + ", ".join(f"{k}={v}" for k, v in options.items()) + ")"
 
 
 def _describe_tricks(config: TrainConfig) -> str:
+    t = config.tricks
     tricks = []
-    if config.ema_decay is not None:
-        tricks.append(f"EMA (decay {config.ema_decay}; evaluated and saved with the averages)")
-    if config.adversarial == "fgm":
-        tricks.append(f"FGM (epsilon {config.adversarial_epsilon})")
-    if config.adversarial == "pgd":
-        tricks.append(
-            f"PGD (epsilon {config.adversarial_epsilon}, {config.pgd_steps} steps of {config.pgd_step_size})"
-        )
-    if config.rdrop_weight > 0:
-        tricks.append(f"R-Drop (weight {config.rdrop_weight})")
-    if config.layer_decay is not None:
-        tricks.append(f"layer-wise LR decay {config.layer_decay}")
-    if config.optimizer == "badam":
-        badam = config.trainer_tricks()
-        tricks.append(
-            f"BAdam (one layer at a time, {badam.switch_every} steps each, {badam.block_order} order)"
-        )
+    if t.ema_decay is not None:
+        kept = "evaluated and saved" if t.ema_evaluate and t.ema_save else "kept"
+        tricks.append(f"EMA (decay {t.ema_decay}; {kept} with the averages)")
+    if t.adversarial == "fgm":
+        tricks.append(f"FGM (epsilon {t.adversarial_epsilon})")
+    if t.adversarial == "pgd":
+        tricks.append(f"PGD (epsilon {t.adversarial_epsilon}, {t.pgd_steps} steps of {t.pgd_step_size})")
+    if t.rdrop_weight > 0:
+        tricks.append(f"R-Drop (weight {t.rdrop_weight})")
+    if t.layer_decay is not None:
+        tricks.append(f"layer-wise LR decay {t.layer_decay}")
+    if t.badam:
+        tricks.append(f"BAdam (one layer at a time, {t.switch_every} steps each, {t.block_order} order)")
     return ", ".join(tricks)
 
 

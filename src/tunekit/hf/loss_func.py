@@ -27,8 +27,6 @@ from torch import Tensor, nn
 
 from .._checks import check_choice, check_flag, check_non_negative
 from ..losses import (
-    CLASSIFICATION_LOSSES,
-    TOKEN_LOSSES,
     TokenStatistics,
     linear_rdrop_kl,
     linear_token_statistics,
@@ -36,12 +34,17 @@ from ..losses import (
     recording_token_statistics,
     token_statistics,
 )
+from ..losses.registry import (
+    CLASSIFICATION_LOSSES,
+    GENERATION_TASKS,
+    SINGLE_LABEL,
+    TASKS,
+    TOKEN_LOSSES,
+    find_objective,
+)
 from ..tricks.models import unwrap
 from .output_layer import OutputLayerCapture, OutputLayerInput
 
-TASKS = ("causal_lm", "seq2seq", "token_classification", "sequence_classification")
-FUSED_TASKS = ("causal_lm", "seq2seq")
-_SINGLE_LABEL = "single_label_classification"
 # batch fields of packed sequences (flash attention's varlen API) that describe the flattened tokens rather
 # than one value per row: R-Drop's repeated batch extends them instead of repeating them
 _CUMULATIVE_LENGTHS = ("cu_seq_lens_q", "cu_seq_lens_k")
@@ -107,7 +110,7 @@ class TrainerLoss:
     Args:
         objective: a name in `TOKEN_LOSSES` or `CLASSIFICATION_LOSSES` (built with ``**kwargs``), a tunekit
             loss module, or any loss module / function ``(logits, target[, num_items_in_batch=])``.
-        task: one of `TASKS`.
+        task: one of `tunekit.losses.registry.TASKS`.
         fused: score the output layer's input with the objective's fused-linear form, never producing the
             logits; token objectives and tasks "causal_lm" / "seq2seq" only. The output layer then runs in
             its weight's dtype, outside autocast. Needs `compute` (the tunekit trainers call it).
@@ -138,7 +141,7 @@ class TrainerLoss:
         self.task = task
         self.fused = fused
         self.ignore_index = ignore_index
-        self.problem_type = _SINGLE_LABEL
+        self.problem_type = SINGLE_LABEL
         self.uses_position_ids = False
         if isinstance(objective, str):
             self.objective, spec = _build(objective, task, ignore_index, kwargs)
@@ -150,7 +153,7 @@ class TrainerLoss:
             raise ValueError(f"objective must be a registered name or a callable, got {objective!r}")
         if spec is not None:
             self.per_item = spec.per_item
-            self.problem_type = getattr(spec, "problem_type", _SINGLE_LABEL)
+            self.problem_type = spec.problem_type
             self.uses_position_ids = getattr(spec, "uses_position_ids", False)
         elif per_item is None:
             raise ValueError(
@@ -163,9 +166,9 @@ class TrainerLoss:
                 raise ValueError(f"per_item={per_item} contradicts the registry's per_item={spec.per_item}")
             self.per_item = per_item
         if fused:
-            if task not in FUSED_TASKS:
+            if task not in GENERATION_TASKS:
                 raise ValueError(
-                    f"fused=True scores a language-model head (task in {FUSED_TASKS}), got task={task!r}"
+                    f"fused=True scores a language-model head (task in {GENERATION_TASKS}), got task={task!r}"
                 )
             if not hasattr(self.objective, "linear"):
                 known = sorted(TOKEN_LOSSES)
@@ -400,24 +403,12 @@ def _with_decoder_inputs(model: nn.Module, inputs: dict[str, Any], labels: Tenso
 
 
 def _build(name: str, task: str, ignore_index: int, kwargs: dict) -> tuple[nn.Module, Any]:
-    """(module, registry entry) of a registered objective, checked against the task."""
-    if name in TOKEN_LOSSES and (task != "sequence_classification" or name not in CLASSIFICATION_LOSSES):
-        spec = TOKEN_LOSSES[name]
-        if task == "sequence_classification" and spec.sequence_only:
-            raise ValueError(f"objective {name!r} needs (B, N) token labels, not task={task!r}")
-        return spec.module(ignore_index=ignore_index, **kwargs), spec
-    if name in CLASSIFICATION_LOSSES:
-        spec = CLASSIFICATION_LOSSES[name]
-        if task != "sequence_classification" and spec.problem_type != _SINGLE_LABEL:
-            raise ValueError(
-                f"objective {name!r} scores {spec.problem_type} heads; task={task!r} has one class per token"
-            )
-        options = {**spec.kwargs, **kwargs}
-        if "ignore_index" in inspect.signature(spec.module).parameters:
-            options["ignore_index"] = ignore_index
-        return spec.module(**options), spec
-    known = sorted(set(TOKEN_LOSSES) | set(CLASSIFICATION_LOSSES))
-    raise ValueError(f"objective must be one of {known} or a callable, got {name!r}")
+    """(module, registry entry) of a registered objective that fits the task (`find_objective`)."""
+    spec = find_objective(name, task)
+    options = {**getattr(spec, "kwargs", {}), **kwargs}
+    if "ignore_index" in inspect.signature(spec.module).parameters:
+        options["ignore_index"] = ignore_index
+    return spec.module(**options), spec
 
 
 def _spec_of(objective: Callable) -> Any:

@@ -25,9 +25,9 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .._checks import check_choice, check_fraction, check_positive_int, describe
 from .._dtypes import upcast
+from ..losses.registry import PROBLEM_TYPES
 from ..tricks.pooling import Pooler
 
-PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 # where configs keep the hidden size (most map `hidden_size` to their own name through `attribute_map`)
 HIDDEN_SIZE_NAMES = ("hidden_size", "d_model", "n_embd", "dim", "embed_dim", "hidden_dim", "model_dim")
 # model types whose summary token is the last real token

@@ -34,7 +34,6 @@ import contextlib
 import math
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -42,88 +41,15 @@ import transformers
 from accelerate.utils import DistributedType
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_count, check_flag, check_fraction, check_non_negative
 from ..tricks import EMA, BlockOptimizer, layer_decay_param_groups
 from ..tricks.adversarial import FGM, PGD
-from ..tricks.block_optimizer import ORDERS, OUTSIDE_LAYERS
 from ..tricks.models import unwrap
 from .loss_func import ModelLoss, TrainerLoss
+from .trainer_tricks import TrainerTricks
 
 # next to the model in every checkpoint: the EMA state, and the training weights when the model files hold
 # the averages
 STATE_FILE = "tunekit_trainer_state.pt"
-
-
-@dataclass
-class TrainerTricks:
-    """Which tricks `TunekitTrainerMixin` applies; the defaults apply none.
-
-    Attributes:
-        ema_decay: EMA of the weights with this decay (e.g. 0.999); None for no EMA.
-        ema_warmup: the EMA's decay warm-up (`tunekit.tricks.EMA`).
-        ema_update_after_step: optimizer steps before averaging starts.
-        ema_evaluate: evaluate and predict with the averaged weights.
-        ema_save: checkpoints and `save_model` hold the averaged weights.
-        adversarial: None, "fgm" or "pgd" (on the input embeddings).
-        adversarial_epsilon: the perturbation's norm (FGM) or radius (PGD).
-        pgd_step_size, pgd_steps: PGD's step size and number of steps.
-        adversarial_param_names: the embedding parameters by name; default ``get_input_embeddings()``.
-        rdrop_weight: weight of R-Drop's KL term; 0 for none.
-        layer_decay: layer-wise LR decay factor in (0, 1]; None for the Trainer's own param groups.
-        head_lr: the head's learning rate with layer decay; default the Trainer's ``learning_rate``.
-        badam: train one transformer layer at a time (`tunekit.tricks.BlockOptimizer` around the Trainer's
-            optimizer).
-        switch_every: BAdam's optimizer steps per block.
-        block_order: BAdam's order of the blocks: "random" (a new permutation each round, seeded by the
-            Trainer's ``seed``), "ascending" or "descending".
-        outside_layers: BAdam's parameters outside the layers (embeddings, final norm, head): "frozen",
-            "blocks" or "trainable" (trained at every step).
-    """
-
-    ema_decay: float | None = None
-    ema_warmup: bool = True
-    ema_update_after_step: int = 0
-    ema_evaluate: bool = True
-    ema_save: bool = True
-    adversarial: str | None = None
-    adversarial_epsilon: float = 1.0
-    pgd_step_size: float = 0.3
-    pgd_steps: int = 3
-    adversarial_param_names: tuple[str, ...] | None = None
-    rdrop_weight: float = 0.0
-    layer_decay: float | None = None
-    head_lr: float | None = None
-    badam: bool = False
-    switch_every: int = 50
-    block_order: str = "random"
-    outside_layers: str = "frozen"
-
-    def __post_init__(self) -> None:
-        if self.ema_decay is not None:
-            check_fraction("ema_decay", self.ema_decay, zero_ok=True, one_ok=False)
-        check_flag("ema_warmup", self.ema_warmup)
-        check_count("ema_update_after_step", self.ema_update_after_step, minimum=0)
-        check_flag("ema_evaluate", self.ema_evaluate)
-        check_flag("ema_save", self.ema_save)
-        check_choice("adversarial", self.adversarial, (None, "fgm", "pgd"))
-        check_non_negative("adversarial_epsilon", self.adversarial_epsilon, positive=True)
-        check_non_negative("pgd_step_size", self.pgd_step_size, positive=True)
-        check_count("pgd_steps", self.pgd_steps, minimum=1)
-        check_non_negative("rdrop_weight", self.rdrop_weight)
-        if self.layer_decay is not None:
-            check_fraction("layer_decay", self.layer_decay, zero_ok=False, one_ok=True)
-        if self.head_lr is not None:
-            check_non_negative("head_lr", self.head_lr, positive=True)
-        check_flag("badam", self.badam)
-        check_count("switch_every", self.switch_every, minimum=1)
-        check_choice("block_order", self.block_order, ORDERS)
-        check_choice("outside_layers", self.outside_layers, OUTSIDE_LAYERS)
-        if self.badam and self.adversarial is not None and self.outside_layers != "trainable":
-            raise ValueError(
-                f"adversarial={self.adversarial!r} perturbs the input embeddings along their gradient, and "
-                f"BAdam does not train them at every step (outside_layers={self.outside_layers!r}); set "
-                "outside_layers='trainable', or train without the attack"
-            )
 
 
 class TunekitTrainerMixin:

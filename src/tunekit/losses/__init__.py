@@ -5,6 +5,8 @@ never materialises the logits, and an `nn.Module` that holds its hyper-parameter
 regression objectives score a head's output; `rdrop_kl` is R-Drop's consistency term between two passes
 (`linear_rdrop_kl` its fused-linear form); `token_statistics` gives the entropy and top-1 accuracy per token
 that trainers log.
+
+The registries of these objectives, and what each supports, are `tunekit.losses.registry`.
 """
 
 from ._recording import TokenStatistics
@@ -15,22 +17,11 @@ from .focal import BinaryFocalLoss, FocalLoss, binary_focal_loss, focal_loss
 from .gce import GCELoss, gce_loss, linear_gce_loss
 from .mse_corr import MSECorrLoss, mse_corr_loss
 from .rdrop import RDropLoss, linear_rdrop_kl, rdrop_kl
-from .registry import (
-    CLASSIFICATION_LOSSES,
-    PROBLEM_TYPES,
-    TOKEN_LOSSES,
-    ClassificationLossSpec,
-    TokenLossSpec,
-)
 from .smile import SMILELoss, linear_smile_loss, smile_loss
 from .statistics import linear_token_statistics, recording_token_statistics, token_statistics
 
 __all__ = [
-    "CLASSIFICATION_LOSSES",
-    "PROBLEM_TYPES",
-    "TOKEN_LOSSES",
     "BinaryFocalLoss",
-    "ClassificationLossSpec",
     "CrossEntropyLoss",
     "DeCELoss",
     "DiceLoss",
@@ -39,7 +30,6 @@ __all__ = [
     "MSECorrLoss",
     "RDropLoss",
     "SMILELoss",
-    "TokenLossSpec",
     "TokenStatistics",
     "binary_focal_loss",
     "cross_entropy",

@@ -24,9 +24,12 @@ from .._checks import (  # noqa: F401  (re-exported: the objectives import every
 REDUCTIONS = ("none", "mean", "sum")
 
 
-def debug_checks_enabled(device: torch.device) -> bool:
-    """Value checks that need a device sync run always on CPU, on accelerators only with TUNEKIT_DEBUG=1."""
-    return device.type == "cpu" or os.environ.get("TUNEKIT_DEBUG", "") not in ("", "0")
+def sync_checks_enabled(device: torch.device) -> bool:
+    """Value checks that need a device sync run always on CPU, on accelerators only with
+    TUNEKIT_SYNC_CHECKS=1, never on the meta device (no values)."""
+    if device.type == "meta":
+        return False
+    return device.type == "cpu" or os.environ.get("TUNEKIT_SYNC_CHECKS", "") not in ("", "0")
 
 
 def check_logits_and_target(logits: Tensor, target: Tensor, *, what: str = "logits") -> int:
@@ -50,7 +53,7 @@ def check_logits_and_target(logits: Tensor, target: Tensor, *, what: str = "logi
 
 
 def check_target_range(target: Tensor, num_classes: int, ignore_index: int) -> None:
-    if target.numel() == 0 or not debug_checks_enabled(target.device):
+    if target.numel() == 0 or not sync_checks_enabled(target.device):
         return
     bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
     if bad.any():
@@ -70,7 +73,7 @@ def check_num_items(num_items_in_batch: int | Tensor | None, reduction: str) -> 
             raise ValueError(
                 f"num_items_in_batch must be a single number, got shape {num_items_in_batch.shape}"
             )
-        if not debug_checks_enabled(num_items_in_batch.device):
+        if not sync_checks_enabled(num_items_in_batch.device):
             return
         value = num_items_in_batch.item()
     else:
@@ -113,7 +116,7 @@ def check_probability_targets(
     target: Tensor, ignore_index: int | None = None, *, name: str = "target"
 ) -> None:
     """Binary / multi-label targets: values in [0, 1] (soft labels allowed), or `ignore_index`."""
-    if target.numel() == 0 or not debug_checks_enabled(target.device):
+    if target.numel() == 0 or not sync_checks_enabled(target.device):
         return
     bad = (target < 0) | (target > 1) | target.isnan()
     if ignore_index is not None:

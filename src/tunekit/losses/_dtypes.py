@@ -1,18 +1,5 @@
-"""The dtype every objective computes in: fp16/bf16/fp32 inputs in fp32, fp64 in fp64 (gradcheck)."""
+"""The dtype every objective computes in (shared with the integrations: `tunekit._dtypes`)."""
 
-from __future__ import annotations
+from .._dtypes import compute_dtype_for, upcast
 
-import torch
-from torch import Tensor
-
-
-def compute_dtype_for(*tensors: Tensor | None) -> torch.dtype:
-    if any(t is not None and t.dtype == torch.float64 for t in tensors):
-        return torch.float64
-    return torch.float32
-
-
-def upcast(tensor: Tensor) -> Tensor:
-    """`tensor` in its compute dtype: a new tensor, or the caller's own when it already is (never modified);
-    autograd casts the gradient back to the input's dtype."""
-    return tensor.to(compute_dtype_for(tensor))
+__all__ = ["compute_dtype_for", "upcast"]

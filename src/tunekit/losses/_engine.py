@@ -5,21 +5,36 @@ a list of `Segment`s saying which vocabulary columns each supervised token is sc
 walks the segments chunk by chunk, reading candidate logits from a `LogitsSource` (materialised logits) or
 a `LinearSource` (`hidden @ weight.T + bias` computed per chunk, never tokens x vocab), and computes the
 gradient during the forward pass, as Liger-Kernel's chunked losses do. What autograd keeps between forward
-and backward is the gradient itself, not logits-sized activations; nothing beyond it and O(chunk) scratch is
-allocated (a loss scale other than 1 costs one more gradient-sized product in backward).
+and backward is the gradient itself, not logits-sized activations (nor the logits); nothing beyond it and
+O(chunk) scratch is allocated (a loss scale other than 1 costs one more pass over the gradient, in place).
 
 With reduction="none" the per-token weights of the backward pass (its incoming gradient) are not known in
 forward, so forward computes only the losses and backward runs the chunks again with those weights.
+
+What users could trip on, and what happens instead (tests/test_loss_engine_edge_cases.py):
+
+- The gradient buffer is handed out by the first backward (no copy) and never read by the engine again, so
+  a caller that modifies it (``g.zero_()``, an optimizer working in place) changes nothing. A second
+  backward through a retained graph runs the chunks again from the inputs, which the engine holds only
+  weakly (it never keeps logits-sized tensors alive): if they were freed or modified in place since
+  forward, it raises.
+- The gradient is computed by the chunked pass, not by autograd, so it cannot be differentiated again:
+  backward raises when a second-order graph is requested (``create_graph=True``).
+- `torch.compile` runs the engine eagerly (a graph break, see `eager_under_compile`): its loop reads
+  data-dependent sizes (the supervised rows) that dynamo cannot trace across shapes.
+- Meta tensors carry no values to plan or chunk: a stand-in of the loss's shape, dtype and autograd graph
+  is returned (`meta_token_loss`).
 """
 
 from __future__ import annotations
 
+import functools
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from ._dtypes import compute_dtype_for
 from ._recording import TokenStatistics, new_recording
@@ -253,29 +268,37 @@ class LinearSource:
 Source = LogitsSource | LinearSource
 
 
+# (inputs: logits, or hidden, weight, bias; needs) -> the source the chunks read
+MakeSource = Callable[[tuple["Tensor | None", ...], tuple[bool, ...]], Source]
+
+
 @dataclass
 class TokenLossJob:
-    """Everything one call of an objective needs; `run` is one chunked pass over the supervised tokens.
+    """Everything one call of an objective needs but its inputs; `run` is one chunked pass over the
+    supervised tokens. The job holds no reference to the inputs, so that autograd, which keeps the job
+    until the graph is freed, does not keep logits-sized tensors alive.
 
+    name: the objective's name, for errors.
     statistics: filled by `run` with each supervised token's entropy and top-1 (a recording is open, see
     `_recording.py`): from the chunks it scores against the whole vocabulary, and for the other tokens
     (subsets, excluded ids) from one more read of their logits.
     """
 
-    make_source: Callable[[tuple[bool, ...]], Source]
+    make_source: MakeSource
     segments: Sequence[Segment]
     token_math: TokenMath
     num_tokens: int
     device: torch.device
     dtype: torch.dtype
+    name: str
     statistics: TokenStatistics | None = None
 
     def run(
-        self, weights: Tensor | None, needs: tuple[bool, ...]
+        self, inputs: tuple[Tensor | None, ...], weights: Tensor | None, needs: tuple[bool, ...]
     ) -> tuple[Tensor, tuple[Tensor | None, ...]]:
         """Per-token losses (T,) (0 where ignored) and, where `needs`, the gradients of sum_i w_i loss_i."""
         need_grad = any(needs)
-        source = self.make_source(needs)
+        source = self.make_source(inputs, needs)
         workspace = Workspace(self.device)
         losses = torch.zeros(self.num_tokens, dtype=self.dtype, device=self.device)
         statistics, unrecorded = self.statistics, []
@@ -367,6 +390,14 @@ class _ChunkedTokenLoss(torch.autograd.Function):
     The gradient is deferred to backward, where the incoming gradient is known and becomes part of the
     per-token weights, for reduction="none" (a per-token incoming gradient) and for fp16 inputs, whose
     pre-scaled gradient would underflow, and overflow once multiplied by a loss scale such as GradScaler's.
+
+    A gradient computed in forward is saved for backward (so that saved-tensor hooks such as
+    `torch.autograd.graph.save_on_cpu` see it) and handed out by the first backward, scaled in place: no copy,
+    as in Liger-Kernel. A second backward (a retained graph) never reads it again, since the caller may have
+    modified it (``g.zero_()``): it runs the chunks again from the inputs, as a deferred backward does. The
+    inputs are held only weakly (autograd keeps nothing logits-sized), so they must still be alive and
+    unmodified then. `job` is a `TokenLossJob`, or any object with its `run`, `dtype`, `name` and
+    `statistics` (R-Drop's).
     """
 
     @staticmethod
@@ -374,37 +405,102 @@ class _ChunkedTokenLoss(torch.autograd.Function):
         ctx.job, ctx.needs, ctx.weights = job, needs, weights
         ctx.deferred = reduction == "none" or any(t is not None and t.dtype == torch.float16 for t in inputs)
         if ctx.deferred:
-            losses, _ = job.run(None, tuple(False for _ in needs))
-            job.statistics = None  # recorded: backward's pass need not again
-            ctx.save_for_backward(*inputs)  # so that autograd reports inputs changed in place before backward
+            losses, _ = job.run(inputs, None, tuple(False for _ in needs))
+            # backward reads the inputs again; autograd reports them changed in place since forward
+            ctx.save_for_backward(*inputs)
         else:
-            losses, grads = job.run(weights, needs)
+            losses, grads = job.run(inputs, weights, needs)
             # Saved tensors are freed after backward unless the graph is retained (gradcheck, retain_graph).
             ctx.save_for_backward(*grads)
+            ctx.handed_out = False
+            ctx.inputs = _WeakInputs(inputs)
+        job.statistics = None  # recorded: a backward's pass need not again
         return reduce_token_losses(losses, weights, reduction, shape)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output: Tensor):
-        if ctx.deferred:
-            _ = ctx.saved_tensors  # unpacking checks that no input was modified in place since forward
-            weights = grad_output.reshape(-1).to(ctx.job.dtype) * ctx.weights
-            _, grads = ctx.job.run(weights, ctx.needs)
-            return (None, None, None, None, None, *grads)
-        # The saved gradients themselves are returned when the incoming gradient is 1 (a plain backward): no
-        # copy, as in Liger-Kernel. The check syncs, so on accelerators the product is always taken.
-        grads = ctx.saved_tensors
-        if grad_output.device.type != "cpu" or not torch.equal(grad_output, torch.ones_like(grad_output)):
-            grads = tuple(None if g is None else g * grad_output.to(g.dtype) for g in grads)
-        return (None, None, None, None, None, *grads)
+        if torch.is_grad_enabled():  # create_graph=True: autograd would build a graph of our gradient
+            raise RuntimeError(_second_order_message(ctx.job.name))
+        return (None, None, None, None, None, *_ChunkedTokenLoss._input_grads(ctx, grad_output))
+
+    @staticmethod
+    def _input_grads(ctx, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        if not ctx.deferred and not ctx.handed_out:  # the first backward: hand the gradients out
+            grads, ctx.handed_out = ctx.saved_tensors, True
+            # A plain backward's incoming gradient is 1; reading it syncs, so accelerators always scale.
+            if grad_output.device.type != "cpu" or grad_output.item() != 1:
+                for grad in grads:
+                    if grad is not None:
+                        grad.mul_(grad_output.to(grad.dtype))
+            return grads
+        inputs = ctx.saved_tensors if ctx.deferred else ctx.inputs.get(ctx.job.name)
+        weights = grad_output.reshape(-1).to(ctx.job.dtype) * ctx.weights
+        _, grads = ctx.job.run(inputs, weights, ctx.needs)
+        return grads
+
+
+class _WeakInputs:
+    """Weak references to the inputs of a call and their versions, for a second backward."""
+
+    def __init__(self, inputs: tuple[Tensor | None, ...]) -> None:
+        self._refs = [None if t is None else (weakref.ref(t), t._version) for t in inputs]
+
+    def get(self, name: str) -> tuple[Tensor | None, ...]:
+        inputs = []
+        for ref in self._refs:
+            if ref is None:
+                inputs.append(None)
+                continue
+            tensor = ref[0]()
+            if tensor is None or tensor._version != ref[1]:
+                what = "freed" if tensor is None else "modified in place"
+                raise RuntimeError(
+                    f"a second backward through {name} (a retained graph) recomputes its gradient from its "
+                    f"inputs, which have been {what} since forward: the first backward handed out the "
+                    "gradient computed in forward. Keep the inputs (logits, or hidden and weight) alive and "
+                    "unmodified until the last backward."
+                )
+            inputs.append(tensor)
+        return tuple(inputs)
+
+
+def _second_order_message(name: str) -> str:
+    return (
+        f"{name} is differentiable once: its gradient is computed by a chunked pass, not by autograd, so "
+        "a second-order graph (create_graph=True: gradient penalties, Hessian-vector products, "
+        "double backward) cannot be built through it. Compute that loss with plain PyTorch ops on "
+        "materialised logits instead, e.g. F.cross_entropy(logits.flatten(0, -2), target.flatten()) for "
+        "cross_entropy, or the naive formula in the objective's docstring."
+    )
+
+
+_is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch < 2.3 has none
+
+
+def eager_under_compile(fn: Callable) -> Callable:
+    """`fn` run eagerly when a `torch.compile`d caller reaches it: a graph break, never a trace of it.
+
+    The engine's loop reads data-dependent sizes (the supervised rows, runs of consecutive rows) that dynamo
+    cannot trace across changing shapes. `torch.compiler.disable` is applied only while compiling, so
+    importing tunekit never imports torch._dynamo (2 s).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if _is_compiling():
+            return torch.compiler.disable(fn)(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def chunked_token_loss(
     inputs: tuple[Tensor | None, ...],
-    make_source: Callable[[tuple[bool, ...]], Source],
+    make_source: MakeSource,
     segments: Sequence[Segment],
     token_math: TokenMath,
     *,
+    name: str,
     valid: Tensor,
     reduction: str,
     num_items_in_batch: int | Tensor | None,
@@ -412,17 +508,35 @@ def chunked_token_loss(
 ) -> Tensor:
     """Reduce `token_math` over `segments`; differentiable w.r.t. `inputs` (logits, or hidden, weight, bias).
 
-    valid: (T,) bool, the supervised tokens; shape: the targets' shape, for reduction="none".
+    name: the objective's, for errors; valid: (T,) bool, the supervised tokens; shape: the targets' shape,
+    for reduction="none".
     """
     dtype = compute_dtype_for(*inputs)
     weights = token_weights(valid.reshape(-1), reduction, num_items_in_batch, dtype)
     statistics = new_recording(shape, dtype, valid.device)
-    job = TokenLossJob(make_source, segments, token_math, valid.numel(), valid.device, dtype, statistics)
+    job = TokenLossJob(
+        make_source, segments, token_math, valid.numel(), valid.device, dtype, name, statistics
+    )
     needs = tuple(t is not None and t.requires_grad and torch.is_grad_enabled() for t in inputs)
     if not any(needs):  # evaluation: no gradient buffers, no gradient work
-        losses, _ = job.run(None, needs)
+        losses, _ = job.run(inputs, None, needs)
         return reduce_token_losses(losses, weights, reduction, shape)
     return _ChunkedTokenLoss.apply(job, weights, reduction, shape, needs, *inputs)
+
+
+def meta_token_loss(
+    per_token: Tensor,
+    valid: Tensor,
+    reduction: str,
+    num_items_in_batch: int | Tensor | None,
+) -> Tensor:
+    """The loss of meta inputs, which carry no values to plan or chunk: `per_token` (...) is any
+    differentiable function of the inputs of the targets' shape in the compute dtype (a stand-in, e.g.
+    ``logits.sum(-1)``), reduced as the engine reduces, so that the result has the loss's shape, dtype
+    and autograd graph. An open statistics recording gets its (meta) entry."""
+    weights = token_weights(valid.reshape(-1), reduction, num_items_in_batch, per_token.dtype)
+    new_recording(per_token.shape, per_token.dtype, per_token.device)
+    return reduce_token_losses(per_token.reshape(-1), weights, reduction, per_token.shape)
 
 
 def _viewable(tensor: Tensor) -> bool:

@@ -1,13 +1,16 @@
 """Entry points shared by every token-level objective: validate, plan the segments, run the engine.
 
 An objective is its per-token math (`token_math.py`) plus, for SMILE, a planner that says which vocabulary
-columns each token is scored against; both its logits form and its fused-linear form go through here.
+columns each token is scored against; both its logits form and its fused-linear form go through here. Both
+run eagerly inside a `torch.compile`d caller, and give a stand-in of the loss's shape on the meta device
+(see `_engine.py`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import (
@@ -16,7 +19,16 @@ from ._checks import (
     check_reduction_options,
     check_target_range,
 )
-from ._engine import LinearSource, LogitsSource, Segment, TokenMath, chunked_token_loss
+from ._dtypes import compute_dtype_for
+from ._engine import (
+    LinearSource,
+    LogitsSource,
+    Segment,
+    TokenMath,
+    chunked_token_loss,
+    eager_under_compile,
+    meta_token_loss,
+)
 
 # (target (...), valid (...) bool, vocabulary size) -> segments covering exactly the valid tokens
 Planner = Callable[[Tensor, Tensor, int], list[Segment]]
@@ -28,27 +40,34 @@ def whole_vocabulary(target: Tensor, valid: Tensor, num_classes: int) -> list[Se
     return [Segment(rows=rows, target=target.reshape(-1).index_select(0, rows).long())]
 
 
+@eager_under_compile
 def logits_loss(
     logits: Tensor,
     target: Tensor,
     token_math: TokenMath,
     *,
+    name: str,
     ignore_index: int,
     reduction: str,
     num_items_in_batch: int | Tensor | None,
     planner: Planner = whole_vocabulary,
     min_classes: int = 1,
 ) -> Tensor:
-    """Loss of logits (..., V) against target (...), reduced as `_reduction` says."""
+    """Loss of logits (..., V) against target (...), reduced as `_reduction` says; `name` is the objective's,
+    for errors."""
     num_classes = check_logits_and_target(logits, target)
     valid, segments = _plan(
         target, num_classes, ignore_index, reduction, num_items_in_batch, planner, min_classes
     )
+    if logits.device.type == "meta":
+        per_token = logits.to(compute_dtype_for(logits)).sum(-1)
+        return meta_token_loss(per_token, valid, reduction, num_items_in_batch)
     return chunked_token_loss(
         (logits,),
-        lambda needs: LogitsSource(logits, needs[0], segments),
+        lambda inputs, needs: LogitsSource(inputs[0], needs[0], segments),
         segments,
         token_math,
+        name=name,
         valid=valid,
         reduction=reduction,
         num_items_in_batch=num_items_in_batch,
@@ -56,6 +75,7 @@ def logits_loss(
     )
 
 
+@eager_under_compile
 def linear_loss(
     hidden: Tensor,
     weight: Tensor,
@@ -63,6 +83,7 @@ def linear_loss(
     target: Tensor,
     token_math: TokenMath,
     *,
+    name: str,
     ignore_index: int,
     reduction: str,
     num_items_in_batch: int | Tensor | None,
@@ -75,11 +96,15 @@ def linear_loss(
     valid, segments = _plan(
         target, num_classes, ignore_index, reduction, num_items_in_batch, planner, min_classes
     )
+    if hidden.device.type == "meta":
+        per_token = F.linear(hidden, weight, bias).to(compute_dtype_for(hidden, weight, bias)).sum(-1)
+        return meta_token_loss(per_token, valid, reduction, num_items_in_batch)
     return chunked_token_loss(
         (hidden, weight, bias),
-        lambda needs: LinearSource(hidden, weight, bias, needs),
+        lambda inputs, needs: LinearSource(*inputs, needs),
         segments,
         token_math,
+        name=name,
         valid=valid,
         reduction=reduction,
         num_items_in_batch=num_items_in_batch,
@@ -104,6 +129,8 @@ def _plan(
     check_num_items(num_items_in_batch, reduction)
     check_target_range(target, num_classes, ignore_index)
     valid = target != ignore_index
+    if target.device.type == "meta":  # no values to plan with (see `meta_token_loss`)
+        return valid, []
     return valid, planner(target, valid, num_classes)
 
 

@@ -25,6 +25,11 @@ def cross_entropy(
 
     Per token: ``loss = -(1 - eps) log p_y - eps/V sum_j log p_j`` with ``p = softmax(logits)``.
 
+    Differentiable once, as every chunked objective (and their fused forms): the gradient is computed by the
+    chunked pass, not by autograd, so a second-order graph (``create_graph=True``, a gradient penalty)
+    raises; compute such a loss with ``F.cross_entropy``. Inside a ``torch.compile``d caller it runs eagerly
+    (a graph break).
+
     Args:
         logits: (..., V) float tensor; fp16/bf16 are computed in fp32, the gradient comes back in their dtype.
         target: (...) integer class ids in [0, V), or ``ignore_index``.
@@ -48,6 +53,7 @@ def cross_entropy(
         logits,
         target,
         partial(softmax_cross_entropy, label_smoothing=label_smoothing),
+        name="cross_entropy",
         ignore_index=ignore_index,
         reduction=reduction,
         num_items_in_batch=num_items_in_batch,
@@ -77,6 +83,7 @@ def linear_cross_entropy(
         bias,
         target,
         partial(softmax_cross_entropy, label_smoothing=label_smoothing),
+        name="linear_cross_entropy",
         ignore_index=ignore_index,
         reduction=reduction,
         num_items_in_batch=num_items_in_batch,
@@ -87,7 +94,7 @@ class CrossEntropyLoss(nn.Module):
     """Module form of `cross_entropy`: holds the hyper-parameters, `forward` calls the function."""
 
     def __init__(
-        self, label_smoothing: float = 0.0, ignore_index: int = -100, reduction: str = "mean"
+        self, *, label_smoothing: float = 0.0, ignore_index: int = -100, reduction: str = "mean"
     ) -> None:
         super().__init__()
         check_fraction("label_smoothing", label_smoothing, zero_ok=True, one_ok=False)

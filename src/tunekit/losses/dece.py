@@ -56,6 +56,7 @@ def dece_loss(
         logits,
         target,
         token_math,
+        name="dece_loss",
         ignore_index=ignore_index,
         reduction=reduction,
         num_items_in_batch=num_items_in_batch,
@@ -87,6 +88,7 @@ def linear_dece_loss(
         bias,
         target,
         token_math,
+        name="linear_dece_loss",
         ignore_index=ignore_index,
         reduction=reduction,
         num_items_in_batch=num_items_in_batch,
@@ -107,6 +109,7 @@ class DeCELoss(nn.Module):
 
     def __init__(
         self,
+        *,
         alpha_base: float = 0.985,
         label_smoothing: float = 0.05,
         ignore_index: int = -100,

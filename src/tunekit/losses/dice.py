@@ -1,6 +1,7 @@
 """Soft dice loss from logits, with the self-adjusting variant of Li et al. 2020 ("Dice Loss for
-Data-imbalanced NLP Tasks"): 1 - dice per sample (or over the batch) and class, where dice is a soft F1
-score; averaged over classes, a rare class weighs as much as a frequent one."""
+Data-imbalanced NLP Tasks"): 1 - dice per class, over the batch (a classifier's one position per sample) or
+per sample (several positions: tokens, pixels), where dice is a soft F1 score; averaged over classes, a rare
+class weighs as much as a frequent one."""
 
 from __future__ import annotations
 
@@ -36,20 +37,28 @@ def dice_loss(
     smooth: float = 1.0,
     square_denominator: bool = False,
     self_adjusting: float = 0.0,
-    batch_dice: bool = False,
+    batch_dice: bool | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
 ) -> Tensor:
-    """Soft dice loss. For sample b and class c, summing over the sample's non-ignored positions i::
+    """Soft dice loss. For class c, summing over the non-ignored positions i of sample b (per sample) or of
+    the whole batch (``batch_dice``, one term per class)::
 
         q = (1 - p) ** self_adjusting * p          # p = softmax (multiclass) or sigmoid of the logits
         dice[b, c] = (2 * sum_i q * y + smooth) / (sum_i q ** k + sum_i y ** k + smooth)
         loss[b, c] = 1 - dice[b, c]                # k = 2 with square_denominator, else 1
 
-    ``y`` is the one-hot of the class indices (multiclass, built here) or the target itself. A sequence
-    classifier's (B, C) logits give one position per sample: Li et al.'s per-instance dice. A class absent
-    from a sample keeps its term: with smooth > 0 it is ``sum q**k / (sum q**k + smooth)``, which pushes that
-    class's false positives down (with smooth = 0 it is 1 whatever the prediction).
+    ``y`` is the one-hot of the class indices (multiclass, built here) or the target itself. A class absent
+    from the terms' positions keeps its term: with smooth > 0 it is ``sum q**k / (sum q**k + smooth)``, which
+    pushes that class's false positives down (with smooth = 0 it is 1 whatever the prediction).
+
+    By default (``batch_dice=None``) the sums run over the batch when each sample has a single position (a
+    sequence classifier's (B, C) multiclass or multilabel logits, (B,) binary logits), and per sample
+    otherwise (tokens or pixels: (B, N, C)). Per-sample dice of a single position is no soft F1: with
+    smooth = 1 a completely wrong prediction has loss 1/2 on its label's class and on the predicted one and
+    0 on the others, 1/C on average (a right one about 0); summed over the batch, a completely wrong
+    prediction has loss about 1 (``dice[c] = 1 / (n_c + m_c + 1)``, n_c and m_c the class's labels and
+    predictions in the batch), as users of a dice loss expect.
 
     Args:
         logits: multiclass and multilabel (B, ..., C), binary (B, ...); float, fp16/bf16 computed in fp32.
@@ -60,12 +69,13 @@ def dice_loss(
         square_denominator: sum squares in the denominator (V-Net's form).
         self_adjusting: Li et al.'s alpha >= 0; 0 is the ordinary dice, larger values down-weight the easy
             positions (p near 0 or 1).
-        batch_dice: sum over the whole batch instead of per sample (one term per class, as
-            segmentation_models_pytorch does): a differentiable macro-F1 over the batch. For a sequence
-            classifier (one position per sample) this is the form that learns: per-instance dice tends to
-            settle on the majority class, where its gradient vanishes.
-        reduction: "mean" or "sum" over the terms of samples with at least one supervised position, or
-            "none": (B, C), (C,) with batch_dice, and without the class axis in binary mode.
+        batch_dice: True sums over the whole batch (one term per class, as segmentation_models_pytorch
+            does): a differentiable macro-F1 over the batch, the form that learns for a sequence
+            classifier (per-instance dice tends to settle on the majority class, where its gradient
+            vanishes). False: per sample. None (default): over the batch when each sample has one position,
+            per sample otherwise (see above).
+        reduction: "mean" or "sum" over the terms with at least one supervised position, or "none": (B, C)
+            per sample, (C,) over the batch, without the class axis in binary mode.
 
     Not decomposable over items, so there is no ``num_items_in_batch``: gradient accumulation sees each
     micro-batch's dice, not the big batch's.
@@ -74,7 +84,9 @@ def dice_loss(
 
         >>> import torch
         >>> logits = torch.tensor([[3.0, -1.0, 0.0], [0.0, 2.0, 0.5], [1.0, 0.0, 4.0]])
-        >>> round(dice_loss(logits, torch.tensor([0, 1, 2])).item(), 4)
+        >>> round(dice_loss(logits, torch.tensor([0, 1, 2])).item(), 4)  # over the batch: one position each
+        0.0877
+        >>> round(dice_loss(logits, torch.tensor([0, 1, 2]), batch_dice=False).item(), 4)
         0.0549
     """
     _check_options(mode, smooth, square_denominator, self_adjusting, batch_dice)
@@ -85,6 +97,8 @@ def dice_loss(
         probs = probs * one_minus.clamp_min(torch.finfo(probs.dtype).tiny) ** self_adjusting
     probs, labels = probs * valid, labels * valid  # (B, P, C)
     power = 2 if square_denominator else 1
+    if batch_dice is None:  # one position per sample: per-sample dice is no F1 (see the docstring)
+        batch_dice = probs.shape[1] == 1
     dims = (0, 1) if batch_dice else (1,)
     overlap = (probs * labels).sum(dims)
     denominator = (probs**power).sum(dims) + (labels**power).sum(dims)
@@ -137,11 +151,12 @@ class DiceLoss(nn.Module):
 
     def __init__(
         self,
+        *,
         mode: str = "multiclass",
         smooth: float = 1.0,
         square_denominator: bool = False,
         self_adjusting: float = 0.0,
-        batch_dice: bool = False,
+        batch_dice: bool | None = None,
         ignore_index: int = -100,
         reduction: str = "mean",
     ) -> None:
@@ -178,10 +193,11 @@ class DiceLoss(nn.Module):
 
 
 def _check_options(
-    mode: str, smooth: float, square_denominator: bool, self_adjusting: float, batch_dice: bool
+    mode: str, smooth: float, square_denominator: bool, self_adjusting: float, batch_dice: bool | None
 ) -> None:
     check_choice("mode", mode, MODES)
     check_non_negative("smooth", smooth)
     check_flag("square_denominator", square_denominator)
     check_non_negative("self_adjusting", self_adjusting)
-    check_flag("batch_dice", batch_dice)
+    if batch_dice is not None and not isinstance(batch_dice, bool):
+        raise ValueError(f"batch_dice must be True, False or None (automatic), got {batch_dice!r}")

@@ -27,7 +27,7 @@ from ._checks import (
     check_reduction_options,
     check_same_shape,
     check_target_range,
-    debug_checks_enabled,
+    sync_checks_enabled,
 )
 from ._dtypes import upcast
 from ._reduction import reduce_losses
@@ -38,7 +38,7 @@ _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int6
 
 def binary_focal_loss(
     logits: Tensor,
-    targets: Tensor,
+    target: Tensor,
     *,
     alpha: float | None = 0.25,
     gamma: float = 2.0,
@@ -55,7 +55,7 @@ def binary_focal_loss(
     Args:
         logits: (...) float tensor, one logit per binary decision (multi-label: (N, C)); fp16/bf16 are
             computed in fp32, the gradient comes back in their dtype.
-        targets: (...) the logits' shape; 0/1 labels (bool, integer or float) or soft labels in [0, 1].
+        target: (...) the logits' shape; 0/1 labels (bool, integer or float) or soft labels in [0, 1].
         alpha: weight of the positives in [0, 1] (negatives get 1 - alpha); None weights both by 1.
         gamma: focusing parameter >= 0; 0 with alpha=None is binary cross-entropy with logits.
         reduction: "mean" over all elements, "sum", or "none" (the logits' shape).
@@ -74,10 +74,10 @@ def binary_focal_loss(
     _check_binary_options(alpha, gamma, reduction)
     check_num_items(num_items_in_batch, reduction)
     check_float_tensor("logits", logits)
-    check_same_shape("logits", logits, "targets", targets)
-    check_probability_targets(targets, name="targets")
+    check_same_shape("logits", logits, "target", target)
+    check_probability_targets(target)
     x = upcast(logits)
-    t = targets.to(x.dtype)
+    t = target.to(x.dtype)
     log_p, log_not_p = F.logsigmoid(x), F.logsigmoid(-x)
     cross_entropy = -(t * log_p + (1 - t) * log_not_p)
     # 1 - p_t = p (1 - t) + (1 - p) t with p and 1 - p each from its own log-sigmoid: exact for hard
@@ -165,7 +165,7 @@ def class_weights(alpha: Alpha, num_classes: int, like: Tensor) -> Tensor | None
 
 def _alpha_tensor(alpha: Alpha) -> Tensor | None:
     """None, a number (a 0-d tensor) or a 1-D tensor of at least one weight, all finite and >= 0. The values
-    are checked where they are given (a CUDA tensor only with TUNEKIT_DEBUG=1)."""
+    are checked where they are given (a CUDA tensor only with TUNEKIT_SYNC_CHECKS=1)."""
     if alpha is None:
         return None
     if isinstance(alpha, bool) or (
@@ -183,7 +183,7 @@ def _alpha_tensor(alpha: Alpha) -> Tensor | None:
         raise ValueError(f"alpha must hold real numbers, got a {weights.dtype} tensor")
     if weights.dim() > 1 or (weights.dim() == 1 and weights.numel() == 0):
         raise ValueError(f"alpha must be a number or one weight per class, got shape {tuple(weights.shape)}")
-    if debug_checks_enabled(weights.device) and not bool(((weights >= 0) & weights.isfinite()).all()):
+    if sync_checks_enabled(weights.device) and not bool(((weights >= 0) & weights.isfinite()).all()):
         raise ValueError(f"alpha must be finite and >= 0, got {alpha!r}")
     return weights
 
@@ -191,7 +191,7 @@ def _alpha_tensor(alpha: Alpha) -> Tensor | None:
 class BinaryFocalLoss(nn.Module):
     """Module form of `binary_focal_loss`: holds the hyper-parameters, `forward` calls the function."""
 
-    def __init__(self, alpha: float | None = 0.25, gamma: float = 2.0, reduction: str = "mean") -> None:
+    def __init__(self, *, alpha: float | None = 0.25, gamma: float = 2.0, reduction: str = "mean") -> None:
         super().__init__()
         _check_binary_options(alpha, gamma, reduction)
         self.alpha = alpha
@@ -199,11 +199,11 @@ class BinaryFocalLoss(nn.Module):
         self.reduction = reduction
 
     def forward(
-        self, logits: Tensor, targets: Tensor, num_items_in_batch: int | Tensor | None = None
+        self, logits: Tensor, target: Tensor, num_items_in_batch: int | Tensor | None = None
     ) -> Tensor:
         return binary_focal_loss(
             logits,
-            targets,
+            target,
             alpha=self.alpha,
             gamma=self.gamma,
             reduction=self.reduction,
@@ -222,6 +222,7 @@ class FocalLoss(nn.Module):
 
     def __init__(
         self,
+        *,
         gamma: float = 2.0,
         alpha: Alpha = None,
         ignore_index: int = -100,
@@ -264,4 +265,4 @@ def _check_binary_options(alpha: float | None, gamma: float, reduction: str) -> 
     if alpha is not None:
         check_fraction("alpha", alpha, zero_ok=True, one_ok=True)
     check_non_negative("gamma", gamma)
-    check_choice("reduction", reduction, REDUCTIONS)  # no ignore_index: targets are probabilities
+    check_choice("reduction", reduction, REDUCTIONS)  # no ignore_index: target holds probabilities

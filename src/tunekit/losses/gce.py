@@ -64,6 +64,7 @@ def gce_loss(
         logits,
         target,
         _gce_math(q),
+        name="gce_loss",
         ignore_index=ignore_index,
         reduction=reduction,
         num_items_in_batch=num_items_in_batch,
@@ -92,6 +93,7 @@ def linear_gce_loss(
         bias,
         target,
         _gce_math(q),
+        name="linear_gce_loss",
         ignore_index=ignore_index,
         reduction=reduction,
         num_items_in_batch=num_items_in_batch,
@@ -106,7 +108,7 @@ def _gce_math(q: float):
 class GCELoss(nn.Module):
     """Module form of `gce_loss`: holds the hyper-parameters, `forward` calls the function."""
 
-    def __init__(self, q: float = DEFAULT_Q, ignore_index: int = -100, reduction: str = "mean") -> None:
+    def __init__(self, *, q: float = DEFAULT_Q, ignore_index: int = -100, reduction: str = "mean") -> None:
         super().__init__()
         check_fraction("q", q, zero_ok=False, one_ok=True)
         check_reduction_options(ignore_index, reduction)

@@ -67,7 +67,7 @@ def mse_corr_loss(pred: Tensor, target: Tensor, *, corr_weight: float = 1.5, eps
 class MSECorrLoss(nn.Module):
     """Module form of `mse_corr_loss`: holds the hyper-parameters, `forward` calls the function."""
 
-    def __init__(self, corr_weight: float = 1.5, eps: float = 1e-8) -> None:
+    def __init__(self, *, corr_weight: float = 1.5, eps: float = 1e-8) -> None:
         super().__init__()
         _check_options(corr_weight, eps)
         self.corr_weight = corr_weight

@@ -7,11 +7,11 @@ Recipe, with any tunekit objective (or ``F.cross_entropy``) as the task loss::
     logits_b = model(**batch).logits                 # different dropout masks
     shifted = labels[:, 1:]                          # causal LM: position t predicts token t + 1
     task = 0.5 * (dece_loss(logits_a[:, :-1], shifted, epoch) + dece_loss(logits_b[:, :-1], shifted, epoch))
-    loss = task + kl_weight * rdrop_kl(logits_a[:, :-1], logits_b[:, :-1], pad_mask=shifted == -100)
+    loss = task + rdrop_weight * rdrop_kl(logits_a[:, :-1], logits_b[:, :-1], pad_mask=shifted == -100)
 
 For sequence classification drop the shifting and the pad mask. The paper's code sums the KL over every
-position and class (``reduction="sum"`` here) and tunes its weight (alpha) on that scale; "mean" divides
-that sum by the number of unpadded positions, so ``kl_weight`` with "mean" corresponds to the paper's
+position and class (``reduction="sum"`` here) and tunes its weight (its alpha) on that scale; "mean" divides
+that sum by the number of unpadded positions, so ``rdrop_weight`` with "mean" corresponds to the paper's
 alpha times the number of positions in a batch. Both passes receive the KL's gradient, as in the paper.
 """
 
@@ -20,12 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _engine
 from ._checks import REDUCTIONS, check_choice, check_float_tensor, check_num_items, check_same_shape, describe
 from ._dtypes import compute_dtype_for, upcast
-from ._engine import LinearSource, _ChunkedTokenLoss
+from ._engine import LinearSource, _ChunkedTokenLoss, eager_under_compile, meta_token_loss
 from ._objective import check_projection
 from ._reduction import reduce_losses, reduce_token_losses, token_weights
 from ._workspace import Workspace
@@ -115,12 +116,27 @@ def linear_rdrop_kl(
         raise ValueError(f"weight must have at least one row (a class), got shape {tuple(weight.shape)}")
     if valid is None:
         valid = torch.ones(hidden_a.shape[:-1], dtype=torch.bool, device=hidden_a.device)
-    inputs = (hidden_a, hidden_b, weight, bias)
-    job = _RDropJob(hidden_a, hidden_b, weight, bias, rows=valid.reshape(-1).nonzero().squeeze(1))
-    weights = token_weights(valid.reshape(-1), reduction, num_items_in_batch, job.dtype)
+    return _chunked_rdrop_kl((hidden_a, hidden_b, weight, bias), valid, reduction, num_items_in_batch)
+
+
+@eager_under_compile
+def _chunked_rdrop_kl(
+    inputs: tuple[Tensor, Tensor, Tensor, Tensor | None],
+    valid: Tensor,
+    reduction: str,
+    num_items_in_batch: int | Tensor | None,
+) -> Tensor:
+    """`linear_rdrop_kl` of checked inputs (hidden_a, hidden_b, weight, bias); valid (...) bool."""
+    dtype = compute_dtype_for(inputs[0], *inputs[2:])  # hidden_a, weight, bias
+    if valid.device.type == "meta":  # no values to chunk: a stand-in of the result's shape and graph
+        hidden_a, hidden_b, weight, bias = inputs
+        per_position = (F.linear(hidden_a, weight, bias) + F.linear(hidden_b, weight, bias)).to(dtype).sum(-1)
+        return meta_token_loss(per_position, valid, reduction, num_items_in_batch)
+    job = _RDropJob(rows=valid.reshape(-1).nonzero().squeeze(1), dtype=dtype)
+    weights = token_weights(valid.reshape(-1), reduction, num_items_in_batch, dtype)
     needs = tuple(t is not None and t.requires_grad and torch.is_grad_enabled() for t in inputs)
     if not any(needs):  # evaluation: no gradient buffers, no gradient work
-        losses, _ = job.run(None, needs)
+        losses, _ = job.run(inputs, None, needs)
         return reduce_token_losses(losses, weights, reduction, valid.shape)
     # The engine's Function: the gradient is computed during forward and kept (O(hidden + weight)), as the
     # fused objectives do. Recomputing each chunk in backward (torch.utils.checkpoint) would repeat its two
@@ -132,28 +148,25 @@ def linear_rdrop_kl(
 
 @dataclass
 class _RDropJob:
-    """One chunked pass over the positions that count, with the interface `_ChunkedTokenLoss` runs."""
+    """One chunked pass over the positions that count, with the interface `_ChunkedTokenLoss` runs; like
+    the engine's jobs it holds no reference to the inputs (hidden_a, hidden_b, weight, bias)."""
 
-    hidden_a: Tensor
-    hidden_b: Tensor
-    weight: Tensor
-    bias: Tensor | None
     rows: Tensor  # (R,) int64 flat indices of the positions that count, increasing
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return compute_dtype_for(self.hidden_a, self.weight, self.bias)
+    dtype: torch.dtype
+    name: str = "linear_rdrop_kl"
+    statistics: None = None  # nothing to record: the engine's jobs have statistics
 
     def run(
-        self, weights: Tensor | None, needs: tuple[bool, ...]
+        self, inputs: tuple[Tensor | None, ...], weights: Tensor | None, needs: tuple[bool, ...]
     ) -> tuple[Tensor, tuple[Tensor | None, ...]]:
         """Per-position KL (T,) (0 at padding) and, where `needs` (hidden_a, hidden_b, weight, bias), the
         gradients of sum_i w_i kl_i."""
+        hidden_a, hidden_b, weight, bias = inputs
         need_grad = any(needs)
-        num_positions = self.hidden_a.shape[:-1].numel()
+        num_positions = hidden_a.shape[:-1].numel()
         # one source for both passes: pass a's rows, then pass b's, read as one (2c, H) @ (H, V) product
-        hidden = torch.stack((self.hidden_a, self.hidden_b))  # [2, ..., H]
-        source = LinearSource(hidden, self.weight, self.bias, (needs[0] or needs[1], *needs[2:]))
+        hidden = torch.stack((hidden_a, hidden_b))  # [2, ..., H]
+        source = LinearSource(hidden, weight, bias, (needs[0] or needs[1], *needs[2:]))
         workspace = Workspace(hidden.device)
         losses = torch.zeros(num_positions, dtype=self.dtype, device=hidden.device)
         step = max(1, source.chunk_rows(source.num_classes, per_row=False) // 2)  # positions per chunk
@@ -261,7 +274,7 @@ def _check_pair(
 class RDropLoss(nn.Module):
     """Module form of `rdrop_kl`: holds the reduction, `forward` calls the function."""
 
-    def __init__(self, reduction: str = "mean") -> None:
+    def __init__(self, *, reduction: str = "mean") -> None:
         super().__init__()
         check_choice("reduction", reduction, REDUCTIONS)
         self.reduction = reduction

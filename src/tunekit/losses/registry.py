@@ -1,16 +1,27 @@
-"""The registries of objectives: the shared tests, the benchmarks, the demo and the integrations iterate over
-them, so a new objective is one entry here plus its math.
+"""The registries of objectives, and what each one supports: the integrations, the command line, the shared
+tests, the benchmarks and the demo read them, so a new objective is one entry here plus its math, and no
+other place lists tasks, problem types, objectives or their options.
 
 `TOKEN_LOSSES` replace cross-entropy on sequences (logits and fused-linear forms); `CLASSIFICATION_LOSSES`
-score the output of a classification or regression head, keyed by the Hugging Face `problem_type` whose
-labels they take.
+score the output of a classification or regression head, keyed by the Hugging Face ``problem_type`` whose
+labels they take. `find_objective(name, task, problem_type)` is the one check that an objective fits a task;
+`objectives_for(task, problem_type)` lists those that do.
+
+Example::
+
+    >>> objectives_for("sequence_classification", "regression")
+    ('mse_corr',)
+    >>> dict(TOKEN_LOSSES["gce"].options)
+    {'q': 0.7}
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from torch import nn
 
@@ -22,22 +33,108 @@ from .gce import GCELoss, gce_loss, linear_gce_loss
 from .mse_corr import MSECorrLoss, mse_corr_loss
 from .smile import SMILELoss, linear_smile_loss, smile_loss
 
+__all__ = [
+    "CLASSIFICATION_LOSSES",
+    "GENERATION_TASKS",
+    "PROBLEM_TYPES",
+    "TASKS",
+    "TOKEN_LOSSES",
+    "ClassificationLossSpec",
+    "TokenLossSpec",
+    "find_objective",
+    "objectives_for",
+]
+
+# what a model is trained to do, as `tunekit.hf.TrainerLoss` aligns its labels with its logits
+TASKS = ("causal_lm", "seq2seq", "token_classification", "sequence_classification")
+# the tasks whose head is a language-model head, (tokens x vocabulary): the fused-linear forms' tasks
+GENERATION_TASKS = ("causal_lm", "seq2seq")
+# the labels of a classification head, as `transformers`' ``config.problem_type`` names them
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
+SINGLE_LABEL = PROBLEM_TYPES[0]
+# keyword options every objective has, set by the integration rather than chosen per objective
+_SHARED_OPTIONS = ("ignore_index", "reduction")
+
+
+def _options_of(module: type[nn.Module], fixed: Mapping[str, Any] = MappingProxyType({})) -> Mapping:
+    """The module's own keyword options and their defaults, read from its constructor (not re-listed)."""
+    parameters = inspect.signature(module).parameters.values()
+    return MappingProxyType(
+        {
+            p.name: p.default
+            for p in parameters
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+            and p.name not in _SHARED_OPTIONS
+            and p.name not in fixed
+        }
+    )
+
 
 @dataclass(frozen=True)
 class TokenLossSpec:
     """One token-level objective: `function(logits, target, *extra_args, **kwargs)`, its fused-linear form
-    `linear_function(hidden, weight, target, *extra_args, bias=None, **kwargs)` and its module."""
+    `linear_function(hidden, weight, target, *extra_args, bias=None, **kwargs)` and its module.
+
+    sequence_only: needs (B, N) logits and (B, N) labels (it scores sequences), so not a sequence classifier.
+    uses_position_ids: scores sequences, not tokens alone: takes the batch's ``position_ids``, so packed
+        sequences are scored apart.
+    per_item: a sum over tokens divided by their count: takes ``num_items_in_batch``, accumulation is exact.
+    """
 
     name: str
     function: Callable
     linear_function: Callable
     module: type[nn.Module]
     extra_args: tuple = ()
-    sequence_only: bool = False  # needs (B, N, V) logits and (B, N) labels
-    # scores sequences, not tokens alone: takes the batch's `position_ids`, so packed sequences are apart
+    sequence_only: bool = False
     uses_position_ids: bool = False
-    # a sum over tokens divided by their count: takes `num_items_in_batch`, accumulation is exact
     per_item: bool = True
+    problem_type: str = SINGLE_LABEL  # one class (token id) per position
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Every task whose labels are class ids: a language model's, a tagger's and (unless it scores
+        sequences) a single-label sequence classifier's."""
+        return TASKS[:3] if self.sequence_only else TASKS
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """The module's keyword options (besides ``ignore_index`` / ``reduction``) and their defaults."""
+        return _options_of(self.module)
+
+
+@dataclass(frozen=True)
+class ClassificationLossSpec:
+    """One objective for a classification or regression head: ``function(logits, target, **kwargs)`` and
+    ``module(**kwargs)``.
+
+    problem_type: "single_label_classification" (logits (..., C), integer labels (...)),
+        "multi_label_classification" (logits and 0/1 labels of one shape) or "regression" (predictions and
+        targets of one shape).
+    per_item: the loss is a sum over items divided by their count, so it takes `num_items_in_batch` and
+        gradient accumulation is exact; otherwise it is a batch statistic (dice, correlation).
+    kwargs: options the entry fixes (which makes it a distinct entry, e.g. dice's mode).
+    """
+
+    name: str
+    function: Callable
+    module: type[nn.Module]
+    problem_type: str
+    per_item: bool
+    kwargs: Mapping = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Single-label objectives score any (..., C) logits with class ids: a sequence classifier's and a
+        tagger's; multi-label and regression objectives only a sequence classifier's head."""
+        if self.problem_type == SINGLE_LABEL:
+            return ("token_classification", "sequence_classification")
+        return ("sequence_classification",)
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """The module's keyword options that the entry leaves to the user, and their defaults."""
+        return _options_of(self.module, self.kwargs)
 
 
 TOKEN_LOSSES: dict[str, TokenLossSpec] = {
@@ -52,45 +149,20 @@ TOKEN_LOSSES: dict[str, TokenLossSpec] = {
     )
 }
 
-# the labels each problem type takes, as in `transformers`' sequence classifiers
-PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
-
-
-@dataclass(frozen=True)
-class ClassificationLossSpec:
-    """One objective for a classification or regression head: ``function(logits, labels, **kwargs)`` and
-    ``module(**kwargs)``.
-
-    problem_type: "single_label_classification" (logits (..., C), integer labels (...)),
-    "multi_label_classification" (logits and 0/1 labels of one shape) or "regression" (predictions and
-    targets of one shape).
-    per_item: the loss is a sum over items divided by their count, so it takes `num_items_in_batch` and
-    gradient accumulation is exact; otherwise it is a batch statistic (dice, correlation).
-    """
-
-    name: str
-    function: Callable
-    module: type[nn.Module]
-    problem_type: str
-    per_item: bool
-    kwargs: Mapping = field(default_factory=lambda: MappingProxyType({}))
-
-
-# Dice over a classification head sums over the batch: per-sample dice has one position per sample, and from
-# random weights it tends to settle on the majority class where its gradient vanishes (tests/
+# The dice entries sum over the batch. dice_loss's default does so only where each sample has one position
+# (a sequence classifier's (B, C)); a tagger's (B, N, C) would get per-sequence dice, which from random
+# weights tends to settle on the majority class where its gradient vanishes (tests/
 # test_hf_sequence_classification.py measured accuracy 0.44-0.66 per sample, 0.81-1.0 over the batch).
 CLASSIFICATION_LOSSES: dict[str, ClassificationLossSpec] = {
     spec.name: spec
     for spec in (
-        ClassificationLossSpec(
-            "cross_entropy", cross_entropy, CrossEntropyLoss, "single_label_classification", per_item=True
-        ),
-        ClassificationLossSpec("focal", focal_loss, FocalLoss, "single_label_classification", per_item=True),
+        ClassificationLossSpec("cross_entropy", cross_entropy, CrossEntropyLoss, SINGLE_LABEL, per_item=True),
+        ClassificationLossSpec("focal", focal_loss, FocalLoss, SINGLE_LABEL, per_item=True),
         ClassificationLossSpec(
             "dice",
             dice_loss,
             DiceLoss,
-            "single_label_classification",
+            SINGLE_LABEL,
             per_item=False,
             kwargs=MappingProxyType({"mode": "multiclass", "batch_dice": True}),
         ),
@@ -108,3 +180,44 @@ CLASSIFICATION_LOSSES: dict[str, ClassificationLossSpec] = {
         ClassificationLossSpec("mse_corr", mse_corr_loss, MSECorrLoss, "regression", per_item=False),
     )
 }
+
+
+def find_objective(
+    name: str, task: str, problem_type: str | None = None
+) -> TokenLossSpec | ClassificationLossSpec:
+    """The registry entry of objective `name` for a model of `task` (and, for a sequence classifier, of
+    `problem_type`; None: the one the objective scores): the token form where there is one, since it also
+    has the fused-linear form. ValueError saying which objectives fit when `name` does not."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if problem_type is not None and problem_type not in PROBLEM_TYPES:
+        raise ValueError(f"problem_type must be one of {PROBLEM_TYPES}, got {problem_type!r}")
+    if problem_type not in (None, SINGLE_LABEL) and task != "sequence_classification":
+        raise ValueError(f"problem_type {problem_type} is for task sequence_classification, not {task}")
+    for registry in (TOKEN_LOSSES, CLASSIFICATION_LOSSES):
+        spec = registry.get(name)
+        if spec is not None and task in spec.tasks and problem_type in (None, spec.problem_type):
+            return spec
+    fitting = ", ".join(objectives_for(task, problem_type))
+    what = f"task {task}" + (f" with problem_type {problem_type}" if problem_type else "")
+    specs = [registry[name] for registry in (TOKEN_LOSSES, CLASSIFICATION_LOSSES) if name in registry]
+    if not specs:
+        raise ValueError(f"objective {name!r} is not registered; for {what} choose one of {fitting}")
+    fits = " or ".join(
+        f"task {' / '.join(spec.tasks)}"
+        + (f" with problem_type {spec.problem_type}" if spec.problem_type != SINGLE_LABEL else "")
+        for spec in specs
+    )
+    raise ValueError(f"objective {name!r} (for {fits}) does not fit {what}: choose one of {fitting}")
+
+
+def objectives_for(task: str, problem_type: str | None = None) -> tuple[str, ...]:
+    """The names of the objectives that fit `task` (and `problem_type`; None: any), token objectives
+    first."""
+    names = [
+        spec.name
+        for registry in (TOKEN_LOSSES, CLASSIFICATION_LOSSES)
+        for spec in registry.values()
+        if task in spec.tasks and problem_type in (None, spec.problem_type)
+    ]
+    return tuple(dict.fromkeys(names))

@@ -15,8 +15,8 @@ from ._checks import (
     check_flag,
     check_positive_int,
     check_reduction_options,
-    debug_checks_enabled,
     describe,
+    sync_checks_enabled,
 )
 from ._engine import Segment
 from ._objective import linear_loss, logits_loss
@@ -27,7 +27,7 @@ SUBSETS = ("sequence", "random", "reverse")
 
 def smile_loss(
     logits: Tensor,
-    labels: Tensor,
+    target: Tensor,
     *,
     subset: str = "sequence",
     num_random: int = 10,
@@ -38,10 +38,10 @@ def smile_loss(
     generator: torch.Generator | None = None,
     position_ids: Tensor | None = None,
 ) -> Tensor:
-    """Cross-entropy of logits (B, N, V) against labels (B, N) with each position's softmax restricted to a
+    """Cross-entropy of logits (B, N, V) against target (B, N) with each position's softmax restricted to a
     subset S of the vocabulary (the other logits set to -inf); the label is always in S:
 
-    - ``subset="sequence"``: S = the distinct ids among the sequence's supervised labels (the paper's SMILE);
+    - ``subset="sequence"``: S = the distinct ids among the sequence's supervised targets (the paper's SMILE);
     - ``"random"``: S = the position's label plus ``num_random`` ids drawn uniformly (duplicates collapse),
       drawn as ``torch.randint(V, (B, N, num_random), generator=generator)`` once per call;
     - ``"reverse"``: S = the vocabulary minus the sequence's ids, plus the position's label.
@@ -50,32 +50,33 @@ def smile_loss(
     ``ignore_index``, so a masked prompt is skipped) keeps the whole vocabulary. Subsets "sequence" and
     "random" only gather the subset's logits, O(tokens x |S|). Reduction as in `cross_entropy`.
 
-    A sequence is a row of labels, or with ``position_ids`` (B, N), an integer tensor of labels' shape and
+    A sequence is a row of the target, or with ``position_ids`` (B, N), an integer tensor of its shape and
     device, a packed sequence (Hugging Face's padding-free batches): one starts at the first position of
     every row and at every position where ``position_ids == 0``. Its ids ("sequence", "reverse") and its
     first supervised position (``first_token_mle``) are then those of the packed sequence, so a packed row
     gives the loss and gradients of its sequences scored apart, each in its own row; the "random" draw stays
-    per position. Pass the position ids that line up with labels (shift them as labels are shifted).
+    per position. Pass the position ids that line up with the target (shift them as it is shifted).
 
     Example::
 
         >>> import torch
         >>> logits = torch.zeros(1, 3, 5)
-        >>> labels = torch.tensor([[-100, 2, 4]])  # the prompt position is ignored
+        >>> target = torch.tensor([[-100, 2, 4]])  # the prompt position is ignored
         >>> # first supervised position: -log(1/5); the next one: softmax over {2, 4}, -log(1/2)
-        >>> round(smile_loss(logits, labels, reduction="sum").item(), 4)
+        >>> round(smile_loss(logits, target, reduction="sum").item(), 4)
         2.3026
         >>> # two sequences packed in one row: the second restarts at position 0 and has its own subset
-        >>> logits, labels = torch.zeros(1, 4, 5), torch.tensor([[2, 4, 1, 3]])
+        >>> logits, target = torch.zeros(1, 4, 5), torch.tensor([[2, 4, 1, 3]])
         >>> position_ids = torch.tensor([[0, 1, 0, 1]])
-        >>> round(smile_loss(logits, labels, reduction="sum", position_ids=position_ids).item(), 4)
+        >>> round(smile_loss(logits, target, reduction="sum", position_ids=position_ids).item(), 4)
         4.6052
     """
-    planner = _smile_planner(logits, labels, subset, num_random, first_token_mle, generator, position_ids)
+    planner = _smile_planner(logits, target, subset, num_random, first_token_mle, generator, position_ids)
     return logits_loss(
         logits,
-        labels,
+        target,
         softmax_cross_entropy,
+        name="smile_loss",
         ignore_index=ignore_index,
         reduction=reduction,
         num_items_in_batch=num_items_in_batch,
@@ -86,7 +87,7 @@ def smile_loss(
 def linear_smile_loss(
     hidden: Tensor,
     weight: Tensor,
-    labels: Tensor,
+    target: Tensor,
     *,
     bias: Tensor | None = None,
     subset: str = "sequence",
@@ -98,21 +99,22 @@ def linear_smile_loss(
     generator: torch.Generator | None = None,
     position_ids: Tensor | None = None,
 ) -> Tensor:
-    """Computes ``smile_loss(hidden @ weight.T + bias, labels, ...)`` without allocating the logits, and for
+    """Computes ``smile_loss(hidden @ weight.T + bias, target, ...)`` without allocating the logits, and for
     subsets "sequence" and "random" multiplies the hidden states only by the weight rows of the subset.
 
-    hidden (B, N, H), weight (V, H), bias (V,) or None, labels (B, N), position_ids (B, N) or None (packed
+    hidden (B, N, H), weight (V, H), bias (V,) or None, target (B, N), position_ids (B, N) or None (packed
     sequences); other arguments as `smile_loss`.
     """
     planner = _smile_planner(
-        hidden, labels, subset, num_random, first_token_mle, generator, position_ids, what="hidden"
+        hidden, target, subset, num_random, first_token_mle, generator, position_ids, what="hidden"
     )
     return linear_loss(
         hidden,
         weight,
         bias,
-        labels,
+        target,
         softmax_cross_entropy,
+        name="linear_smile_loss",
         ignore_index=ignore_index,
         reduction=reduction,
         num_items_in_batch=num_items_in_batch,
@@ -122,7 +124,7 @@ def linear_smile_loss(
 
 def _smile_planner(
     inputs: Tensor,
-    labels: Tensor,
+    target: Tensor,
     subset: str,
     num_random: int,
     first_token_mle: bool,
@@ -136,15 +138,15 @@ def _smile_planner(
     if (
         not isinstance(inputs, Tensor)
         or inputs.dim() != 3
-        or not isinstance(labels, Tensor)
-        or labels.dim() != 2
+        or not isinstance(target, Tensor)
+        or target.dim() != 2
     ):
-        got = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (inputs, labels)]
+        got = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (inputs, target)]
         raise ValueError(
-            f"SMILE needs {what} (B, N, *) and labels (B, N) of whole sequences, got {got[0]}, {got[1]}"
+            f"SMILE needs {what} (B, N, *) and target (B, N) of whole sequences, got {got[0]}, {got[1]}"
         )
     if position_ids is not None:
-        _check_position_ids(position_ids, labels)
+        _check_position_ids(position_ids, target)
     return partial(
         plan_smile_segments,
         subset=subset,
@@ -155,7 +157,7 @@ def _smile_planner(
     )
 
 
-def _check_position_ids(position_ids: Tensor, labels: Tensor) -> None:
+def _check_position_ids(position_ids: Tensor, target: Tensor) -> None:
     if (
         not isinstance(position_ids, Tensor)
         or position_ids.is_floating_point()
@@ -163,16 +165,16 @@ def _check_position_ids(position_ids: Tensor, labels: Tensor) -> None:
         or position_ids.dtype == torch.bool
     ):
         raise ValueError(f"position_ids must be an integer tensor or None, got {describe(position_ids)}")
-    if position_ids.shape != labels.shape:
+    if position_ids.shape != target.shape:
         raise ValueError(
-            f"labels of shape {tuple(labels.shape)} need position_ids of the same shape, "
+            f"target of shape {tuple(target.shape)} needs position_ids of the same shape, "
             f"got {tuple(position_ids.shape)}"
         )
-    if position_ids.device != labels.device:
-        raise ValueError(f"labels are on {labels.device} but position_ids is on {position_ids.device}")
-    if position_ids.numel() and debug_checks_enabled(position_ids.device):
+    if position_ids.device != target.device:
+        raise ValueError(f"target is on {target.device} but position_ids is on {position_ids.device}")
+    if position_ids.numel() and sync_checks_enabled(position_ids.device):
         lowest = position_ids.min().item()
-        if lowest < 0:  # labels passed by mistake hold -100
+        if lowest < 0:  # a target passed by mistake holds -100
             raise ValueError(f"position_ids contains {lowest}; positions count from 0")
 
 
@@ -183,7 +185,7 @@ def _check_options(subset: str, num_random: int, first_token_mle: bool) -> None:
 
 
 def plan_smile_segments(
-    labels: Tensor,
+    target: Tensor,
     valid: Tensor,
     num_classes: int,
     *,
@@ -193,12 +195,12 @@ def plan_smile_segments(
     generator: torch.Generator | None,
     position_ids: Tensor | None = None,
 ) -> list[Segment]:
-    """Segments of the supervised tokens of labels (B, N): the first-token-MLE rows against the whole
+    """Segments of the supervised tokens of target (B, N): the first-token-MLE rows against the whole
     vocabulary, the rest against their subsets (one segment per sequence for "sequence"). A sequence is a
     row, or with position_ids (B, N) a packed sequence (see `smile_loss`)."""
-    B, N = labels.shape
-    flat = labels.reshape(-1).long()
-    sequence_of, num_sequences = _sequence_index(B, N, position_ids, labels.device)  # (B * N,), S
+    B, N = target.shape
+    flat = target.reshape(-1).long()
+    sequence_of, num_sequences = _sequence_index(B, N, position_ids, target.device)  # (B * N,), S
     supervised = valid.reshape(-1).nonzero().squeeze(1)  # (T,) increasing, so grouped by sequence
     supervised_sequence = sequence_of[supervised]
     rest = valid.reshape(-1).clone()
@@ -211,26 +213,27 @@ def plan_smile_segments(
         rest[first] = False
         segments.append(Segment(rows=first, target=flat[first]))
     rows = rest.nonzero().squeeze(1)
-    targets = flat[rows]
+    row_targets = flat[rows]  # class ids
 
     if subset == "random":
-        # drawn where the generator lives (a CPU generator may serve CUDA labels), then moved
-        device = labels.device if generator is None else generator.device
+        # drawn where the generator lives (a CPU generator may serve a CUDA target), then moved
+        device = target.device if generator is None else generator.device
         drawn = torch.randint(num_classes, (B, N, num_random), generator=generator, device=device)
-        drawn = drawn.to(labels.device)
-        candidates, _ = torch.cat([targets.unsqueeze(1), drawn.view(B * N, num_random)[rows]], 1).sort(1)
+        drawn = drawn.to(target.device)
+        candidates, _ = torch.cat([row_targets.unsqueeze(1), drawn.view(B * N, num_random)[rows]], 1).sort(1)
         duplicate = torch.zeros_like(candidates, dtype=torch.bool)
         duplicate[:, 1:] = candidates[:, 1:] == candidates[:, :-1]  # duplicates count once
-        target = ((candidates == targets.unsqueeze(1)) & ~duplicate).int().argmax(1)
-        padding = torch.zeros(duplicate.shape, device=labels.device).masked_fill_(duplicate, -math.inf)
-        return [*segments, Segment(rows=rows, target=target, candidates=candidates, padding=padding)]
+        index = ((candidates == row_targets.unsqueeze(1)) & ~duplicate).int().argmax(1)  # among candidates
+        padding = torch.zeros(duplicate.shape, device=target.device).masked_fill_(duplicate, -math.inf)
+        return [*segments, Segment(rows=rows, target=index, candidates=candidates, padding=padding)]
 
-    in_sequence = torch.zeros(num_sequences, num_classes, dtype=torch.bool, device=labels.device)  # (S, V)
+    in_sequence = torch.zeros(num_sequences, num_classes, dtype=torch.bool, device=target.device)  # (S, V)
     in_sequence[supervised_sequence, flat[supervised]] = True
     rows_sequence = sequence_of[rows]
     if subset == "reverse":
-        excluded = torch.zeros(in_sequence.shape, device=labels.device).masked_fill_(in_sequence, -math.inf)
-        return [*segments, Segment(rows=rows, target=targets, excluded=excluded, excluded_row=rows_sequence)]
+        excluded = torch.zeros(in_sequence.shape, device=target.device).masked_fill_(in_sequence, -math.inf)
+        segment = Segment(rows=rows, target=row_targets, excluded=excluded, excluded_row=rows_sequence)
+        return [*segments, segment]
 
     # one transfer: the number of ids and of rows of each sequence
     ids_per_sequence, rows_per_sequence = torch.stack(
@@ -239,12 +242,12 @@ def plan_smile_segments(
     for ids, seq_rows, seq_targets in zip(
         in_sequence.nonzero()[:, 1].split(ids_per_sequence),
         rows.split(rows_per_sequence),
-        targets.split(rows_per_sequence),
+        row_targets.split(rows_per_sequence),
         strict=True,
     ):
         if seq_rows.numel():
-            target = torch.searchsorted(ids, seq_targets)  # ids are sorted: nonzero walks them in order
-            segments.append(Segment(rows=seq_rows, target=target, candidates=ids))
+            index = torch.searchsorted(ids, seq_targets)  # ids are sorted: nonzero walks them in order
+            segments.append(Segment(rows=seq_rows, target=index, candidates=ids))
     return segments
 
 
@@ -265,6 +268,7 @@ class SMILELoss(nn.Module):
 
     def __init__(
         self,
+        *,
         subset: str = "sequence",
         num_random: int = 10,
         first_token_mle: bool = True,
@@ -283,7 +287,7 @@ class SMILELoss(nn.Module):
     def forward(
         self,
         logits: Tensor,
-        labels: Tensor,
+        target: Tensor,
         num_items_in_batch: int | Tensor | None = None,
         generator: torch.Generator | None = None,
         position_ids: Tensor | None = None,
@@ -291,7 +295,7 @@ class SMILELoss(nn.Module):
         """`smile_loss` with this module's options; position_ids (B, N) or None marks packed sequences."""
         return smile_loss(
             logits,
-            labels,
+            target,
             subset=self.subset,
             num_random=self.num_random,
             first_token_mle=self.first_token_mle,

@@ -75,7 +75,13 @@ def token_statistics(logits: Tensor, target: Tensor, *, ignore_index: int = -100
     check_integer("ignore_index", ignore_index)
     with torch.no_grad(), recording() as recorded:
         logits_loss(
-            logits, target, _no_loss, ignore_index=ignore_index, reduction="sum", num_items_in_batch=None
+            logits,
+            target,
+            _no_loss,
+            name="token_statistics",
+            ignore_index=ignore_index,
+            reduction="sum",
+            num_items_in_batch=None,
         )
     return recorded[0].entropy, recorded[0].is_top1
 
@@ -108,6 +114,7 @@ def linear_token_statistics(
             bias,
             target,
             _no_loss,
+            name="linear_token_statistics",
             ignore_index=ignore_index,
             reduction="sum",
             num_items_in_batch=None,

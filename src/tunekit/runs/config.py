@@ -3,11 +3,20 @@
 overrides (with ``quick=True``), a YAML file and command-line overrides.
 
 Field types: ``int``, ``float``, ``str``, ``bool``, ``Path``, ``tuple[X, ...]`` of those, ``Literal[...]``
-choices and ``X | None``. Strings convert by the field's type: ``"a,b"`` for a tuple (``""`` is the empty
-tuple), ``true``/``false`` (also ``yes``/``no``, ``on``/``off``, ``1``/``0``) for a bool, ``none`` or
-``null`` for ``None`` where the type admits it. A field with ``metadata={"changes_results": False}``
-(which arms or seeds run, where output goes) may differ between an interrupted run and its resumption; every
-other field must match (see `tunekit.runs.RunFolder`).
+choices, ``X | None`` and ``dict[str, Any]``. Strings convert by the field's type: ``"a,b"`` for a tuple
+(``""`` is the empty tuple), ``true``/``false`` (also ``yes``/``no``, ``on``/``off``, ``1``/``0``) for a
+bool, ``none`` or ``null`` for ``None`` where the type admits it, a YAML flow mapping (``"gamma: 2, alpha:
+[1, 2]"``, braces optional) for a dict. A field made with ``group(OptionsClass, help)`` holds a dataclass
+whose fields are options of the outer config as if they were its own (same flags, same YAML keys, one flat
+dict), so a config composes another library's options class instead of copying its fields. A field with
+``metadata={"changes_results": False}`` (which arms or seeds run, where output goes) may differ between an
+interrupted run and its resumption; every other field must match (see `tunekit.runs.RunFolder`).
+
+Why not transformers' ``HfArgumentParser``, which also turns dataclasses into flags and reads YAML: the
+experiments' configs and ``tunekit run --help`` must not import transformers, and a run folder needs what
+it does not do: one precedence order over defaults < ``--quick`` < YAML < flags (it parses a YAML file or
+the flags), ``changes_results`` for resuming, ``none`` for optional fields, comma lists, NaN refused before
+the config's own checks, and errors that name the flag and suggest the closest one.
 
 Example::
 
@@ -30,6 +39,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import json
 import math
 import os
 import types
@@ -50,11 +60,13 @@ __all__ = [
     "config_to_dict",
     "field_changes_results",
     "format_value",
+    "group",
     "option",
     "validate_config",
 ]
 
 _NONE_WORDS = ("none", "null")
+_GROUP = "group"  # metadata key of a field holding a dataclass of options
 _TRUE_WORDS = ("true", "yes", "on", "1")
 _FALSE_WORDS = ("false", "no", "off", "0")
 
@@ -63,6 +75,12 @@ def option(default: Any, help: str, *, changes_results: bool = True) -> Any:
     """A config field with its help text; ``changes_results=False`` for fields a finished run may change
     (which arms and seeds run, the device). Immutable defaults only (a tuple, not a list)."""
     return dataclasses.field(default=default, metadata={"help": help, "changes_results": changes_results})
+
+
+def group(options_class: type, help: str) -> Any:
+    """A config field holding an instance of the dataclass ``options_class``, whose fields become options
+    of the config (flags, YAML keys, `config_to_dict` entries) under their own names."""
+    return dataclasses.field(default_factory=options_class, metadata={"help": help, _GROUP: True})
 
 
 def check_arms(arms: tuple[str, ...], known: Mapping[str, Any]) -> None:
@@ -125,12 +143,9 @@ def config_from_sources(
     if overrides:
         values.update(_convert_all(config_class, types_, overrides, "the command line", flags=True))
     missing = [
-        f.name
-        for f in dataclasses.fields(config_class)
-        if f.init
-        and f.name not in values
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
+        name
+        for name, (f, _) in _flat_fields(config_class).items()
+        if name not in values and _default(f) is dataclasses.MISSING
     ]
     if missing:
         raise ValueError(
@@ -138,6 +153,9 @@ def config_from_sources(
             f"set {'it' if len(missing) == 1 else 'them'} in the config file or with "
             + ", ".join(_flag(name) for name in missing)
         )
+    for f, options_class in _group_fields(config_class):
+        inner = {g.name: values.pop(g.name) for g in dataclasses.fields(options_class) if g.name in values}
+        values[f.name] = options_class(**inner)  # its own checks run here, before the config's
     config = config_class(**values)
     validate_config(config)
     return config
@@ -151,26 +169,26 @@ def validate_config(config: Any) -> None:
     let it through and ``if rate <= 0`` ones would pass it on to training.
     """
     if dataclasses.is_dataclass(config):
-        for f in dataclasses.fields(config):
-            value = getattr(config, f.name)
-            items = value if isinstance(value, tuple) else (value,)
+        for name, value in config_to_dict(config).items():
+            items = value if isinstance(value, list) else (value,)
             if any(isinstance(item, float) and not math.isfinite(item) for item in items):
-                raise ValueError(f"{f.name} must be a finite number, got {format_value(value)}")
+                raise ValueError(f"{name} must be a finite number, got {format_value(value)}")
     validate = getattr(config, "validate", None)
     if callable(validate):
         validate()
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """The config's fields as a JSON-able dict: paths as strings, tuples as lists."""
-    return {f.name: _jsonable(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    """The config's fields as a flat JSON-able dict (a group's fields inline): paths as strings, tuples as
+    lists."""
+    return {name: _jsonable(_value(config, name)) for name in _flat_fields(type(config))}
 
 
 def config_diff(config_class: type, old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple]:
     """Fields (of ``config_to_dict`` form) whose values differ between ``old`` and ``new``, as name ->
     (old, new); a field absent on one side shows as ``"(absent)"``. Fields marked
     ``changes_results=False`` are left out."""
-    neutral = {f.name for f in dataclasses.fields(config_class) if not field_changes_results(f)}
+    neutral = {name for name, (f, _) in _flat_fields(config_class).items() if not field_changes_results(f)}
     absent = "(absent)"
     return {
         name: (old.get(name, absent), new.get(name, absent))
@@ -197,10 +215,12 @@ def add_config_arguments(
     """
     types_ = _field_types(config_class)
     quick = getattr(config_class, "QUICK", None) or {}
-    group = parser.add_argument_group(title or f"experiment options ({config_class.__name__})")
-    for f in dataclasses.fields(config_class):
-        if not f.init:
-            continue
+    main = parser.add_argument_group(title or f"experiment options ({config_class.__name__})")
+    groups = {
+        f.name: parser.add_argument_group(f.metadata.get("help")) for f, _ in _group_fields(config_class)
+    }
+    for f, owner in _flat_fields(config_class).values():
+        group = main if owner is None else groups[owner]
         tp = types_[f.name]
         default = _default(f)
         help_text = f.metadata.get("help", "").rstrip(".")
@@ -226,16 +246,12 @@ def add_config_arguments(
                 default=argparse.SUPPRESS,
                 help=argparse.SUPPRESS,  # listed with its --field-name
             )
-    return group
+    return main
 
 
 def config_overrides(namespace: argparse.Namespace, config_class: type) -> dict[str, str]:
     """The config options given on the command line, as field name -> string."""
-    return {
-        f.name: getattr(namespace, f.name)
-        for f in dataclasses.fields(config_class)
-        if hasattr(namespace, f.name)
-    }
+    return {name: getattr(namespace, name) for name in _flat_fields(config_class) if hasattr(namespace, name)}
 
 
 def format_value(value: Any) -> str:
@@ -250,6 +266,8 @@ def format_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (tuple, list)):
         return ",".join(format_value(v) for v in value)
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {json.dumps(_jsonable(v))}" for k, v in value.items())
     return str(value)
 
 
@@ -268,17 +286,43 @@ def _default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
-def _field_types(config_class: type) -> dict[str, Any]:
-    """Field name -> resolved type, checking that the class is a dataclass with supported field types
-    (a TypeError: that is the experiment author's mistake, not the user's)."""
+def _group_fields(config_class: type) -> list[tuple[dataclasses.Field, type]]:
+    """(field, options class) of each field of `config_class` that holds a group of options (`group`)."""
+    fields = [f for f in dataclasses.fields(config_class) if f.metadata.get(_GROUP)]
+    hints = typing.get_type_hints(config_class) if fields else {}
+    return [(f, hints[f.name]) for f in fields]
+
+
+def _flat_fields(config_class: type) -> dict[str, tuple[dataclasses.Field, str | None]]:
+    """Option name -> (its field, the group field holding it or None), groups expanded in place."""
     if not (isinstance(config_class, type) and dataclasses.is_dataclass(config_class)):
         raise TypeError(f"a config class must be a dataclass, got {config_class!r}")
-    hints = typing.get_type_hints(config_class)
-    out = {}
+    out: dict[str, tuple[dataclasses.Field, str | None]] = {}
+    groups = {f.name: options_class for f, options_class in _group_fields(config_class)}
     for f in dataclasses.fields(config_class):
-        if f.init:
-            _check_supported(hints[f.name], f"{config_class.__name__}.{f.name}")
-            out[f.name] = hints[f.name]
+        inner = [(g, f.name) for g in dataclasses.fields(groups[f.name])] if f.name in groups else [(f, None)]
+        for g, owner in inner:
+            if g.init:
+                if g.name in out:
+                    raise TypeError(f"{config_class.__name__}: option {g.name!r} is defined twice")
+                out[g.name] = (g, owner)
+    return out
+
+
+def _value(config: Any, name: str) -> Any:
+    _, owner = _flat_fields(type(config))[name]
+    return getattr(config if owner is None else getattr(config, owner), name)
+
+
+def _field_types(config_class: type) -> dict[str, Any]:
+    """Option name -> resolved type, checking that the class is a dataclass with supported field types
+    (a TypeError: that is the experiment author's mistake, not the user's)."""
+    classes = {None: config_class, **{f.name: c for f, c in _group_fields(config_class)}}
+    hints = {owner: typing.get_type_hints(c) for owner, c in classes.items()}
+    out = {}
+    for name, (_, owner) in _flat_fields(config_class).items():
+        _check_supported(hints[owner][name], f"{classes[owner].__name__}.{name}")
+        out[name] = hints[owner][name]
     return out
 
 
@@ -296,9 +340,11 @@ def _check_supported(tp: Any, where: str) -> None:
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
         _check_supported(args[0], where)
         return
+    if origin is dict and args == (str, Any):
+        return
     raise TypeError(
         f"{where}: unsupported config field type {tp!r} (use int, float, str, bool, Path, "
-        "tuple[X, ...], Literal[...] or X | None)"
+        "tuple[X, ...], Literal[...], X | None or dict[str, Any])"
     )
 
 
@@ -319,6 +365,8 @@ def _metavar(tp: Any) -> str:
         return "{" + ",".join(format_value(a) for a in args) + "}"
     if origin is tuple:
         return f"{_metavar(args[0])},..."
+    if origin is dict:
+        return "'KEY: VALUE, ...'"
     if tp is bool:
         return "{true,false}"
     if isinstance(tp, type) and issubclass(tp, PurePath):
@@ -391,6 +439,8 @@ def _convert(tp: Any, value: Any) -> Any:
             if format_value(choice) == text:
                 return choice
         raise _ConversionError(f"expected one of {', '.join(format_value(a) for a in args)}; got {value!r}")
+    if origin is dict:
+        return _mapping(value)
     if origin is tuple:
         if isinstance(value, str):
             items = [item.strip() for item in value.split(",")] if value.strip() else []
@@ -445,6 +495,22 @@ def _convert(tp: Any, value: Any) -> Any:
     raise TypeError(f"unsupported config field type {tp!r}")
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """A mapping with text keys, from a YAML mapping or a YAML flow mapping written on the command line."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return {}
+        yaml = require("yaml", "Reading a mapping option")
+        try:
+            value = yaml.safe_load(text if text.startswith("{") else "{" + text + "}")
+        except yaml.YAMLError:
+            raise _ConversionError(f"expected 'key: value, ...', got {text!r}") from None
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise _ConversionError(f"expected a mapping of names to values ('key: value, ...'), got {value!r}")
+    return dict(value)
+
+
 def _integral(value: float) -> int:
     if not float(value).is_integer():
         raise ValueError(value)
@@ -468,4 +534,6 @@ def _jsonable(value: Any) -> Any:
         return str(value)
     if isinstance(value, (tuple, list)):
         return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
     return value

@@ -24,6 +24,7 @@ __all__ = [
     "format_duration",
     "markdown_table",
     "mean_and_spread",
+    "mean_std",
     "plot_curves",
     "require",
     "to_jsonable",
@@ -100,9 +101,12 @@ def _write_atomic(path: Path, data: bytes) -> Path:
     return path
 
 
-def markdown_table(headers: Sequence[object], rows: Iterable[Sequence[object]]) -> str:
+def markdown_table(
+    headers: Sequence[object], rows: Iterable[Sequence[object]], *, right_aligned: Iterable[int] | None = None
+) -> str:
     """A GitHub-flavoured markdown table. Floats are shown with 4 significant digits, ``None`` as an
-    empty cell; columns whose cells are all numbers are right-aligned; ``|`` in a cell is escaped.
+    empty cell; the columns of `right_aligned` (default: those whose cells are all numbers) are
+    right-aligned; ``|`` in a cell is escaped and a line break becomes a space.
 
     >>> print(markdown_table(["arm", "ASR"], [["ce", 0.9712], ["dece", 0.0]]))
     | arm | ASR |
@@ -115,9 +119,14 @@ def markdown_table(headers: Sequence[object], rows: Iterable[Sequence[object]]) 
     for i, row in enumerate(rows):
         if len(row) != len(headers):
             raise ValueError(f"row {i} has {len(row)} cells, the table has {len(headers)} columns: {row!r}")
-    numeric = [
-        bool(rows) and all(_is_number(row[j]) or row[j] is None for row in rows) for j in range(len(headers))
-    ]
+    if right_aligned is None:
+        numeric = [
+            bool(rows) and all(_is_number(row[j]) or row[j] is None for row in rows)
+            for j in range(len(headers))
+        ]
+    else:
+        aligned = set(right_aligned)
+        numeric = [j in aligned for j in range(len(headers))]
     lines = [
         "| " + " | ".join(headers) + " |",
         "|" + "|".join("---:" if num else "---" for num in numeric) + "|",
@@ -140,22 +149,37 @@ def _cell(value: object) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    """(mean, sample standard deviation) of ``values``: ``fmean`` and ``stdev``; the deviation of a single
+    value is 0, and NaN when a value is not finite.
+
+    >>> mean_std([1.0, 3.0, 5.0]), mean_std([0.5])
+    ((3.0, 2.0), (0.5, 0.0))
+    """
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("mean_std needs at least one value")
+    if len(values) == 1:
+        return values[0], 0.0
+    spread = statistics.stdev(values) if all(math.isfinite(v) for v in values) else math.nan
+    return statistics.fmean(values), spread
+
+
 def mean_and_spread(values: Iterable[float], digits: int = 2) -> str:
-    """The mean of ``values`` and their sample standard deviation, with the count:
-    ``"0.97 ± 0.01 (n=3)"``. One value has no spread and says so: ``"0.97 (n=1)"``.
+    """`mean_std` as text, with the count: ``"0.97 ± 0.01 (n=3)"``. One value has no spread and says so:
+    ``"0.97 (n=1)"``.
 
     >>> mean_and_spread([0.96, 0.97, 0.98])
     '0.97 ± 0.01 (n=3)'
     >>> mean_and_spread([0.5])
     '0.50 (n=1)'
     """
-    values = [float(v) for v in values]
+    values = list(values)
     if not values:
         raise ValueError("mean_and_spread needs at least one value")
-    mean = statistics.fmean(values)
+    mean, spread = mean_std(values)
     if len(values) == 1:
         return f"{mean:.{digits}f} (n=1)"
-    spread = statistics.stdev(values) if all(math.isfinite(v) for v in values) else math.nan
     return f"{mean:.{digits}f} ± {spread:.{digits}f} (n={len(values)})"
 
 

@@ -6,7 +6,7 @@ depend on torch alone."""
 from .adversarial import FGM, PGD, find_embedding_parameters
 from .block_optimizer import Block, BlockOptimizer
 from .ema import EMA
-from .layer_decay import layer_decay_param_groups
+from .layer_decay import check_layer_decay_options, layer_decay_param_groups
 from .pooling import (
     POOLING_KINDS,
     AttentionPooling,
@@ -28,6 +28,7 @@ __all__ = [
     "BlockOptimizer",
     "Pooler",
     "attention_pool",
+    "check_layer_decay_options",
     "cls_pool",
     "find_embedding_parameters",
     "last_k_cls_pool",

@@ -133,9 +133,14 @@ class FGM(_EmbeddingAttack):
     def __init__(
         self, model: nn.Module, epsilon: float = 1.0, *, param_names: str | Iterable[str] | None = None
     ) -> None:
-        check_non_negative("epsilon", epsilon, positive=True)
+        self.check_options(epsilon=epsilon)
         super().__init__(model, param_names)
         self.epsilon = epsilon
+
+    @staticmethod
+    def check_options(*, epsilon: float = 1.0) -> None:
+        """ValueError naming an option the constructor would refuse."""
+        check_non_negative("epsilon", epsilon, positive=True)
 
     def step(
         self, loss: Tensor, closure: Callable[[], Tensor], backward: Callable[[Tensor], object] | None = None
@@ -229,13 +234,18 @@ class PGD(_EmbeddingAttack):
         *,
         param_names: str | Iterable[str] | None = None,
     ) -> None:
-        check_non_negative("epsilon", epsilon, positive=True)
-        check_non_negative("step_size", step_size, positive=True)
-        check_count("steps", steps, minimum=1)
+        self.check_options(epsilon=epsilon, step_size=step_size, steps=steps)
         super().__init__(model, param_names)
         self.epsilon = epsilon
         self.step_size = step_size
         self.steps = steps
+
+    @staticmethod
+    def check_options(*, epsilon: float = 1.0, step_size: float = 0.3, steps: int = 3) -> None:
+        """ValueError naming the first option the constructor would refuse."""
+        check_non_negative("epsilon", epsilon, positive=True)
+        check_non_negative("step_size", step_size, positive=True)
+        check_count("steps", steps, minimum=1)
 
     def step(
         self, loss: Tensor, closure: Callable[[], Tensor], backward: Callable[[Tensor], object] | None = None

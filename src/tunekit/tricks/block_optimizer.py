@@ -113,6 +113,22 @@ class BlockOptimizer(torch.optim.Optimizer):
             two blocks; a DDP-wrapped model without ``find_unused_parameters``.
     """
 
+    @staticmethod
+    def check_options(
+        *,
+        switch_every: int = 50,
+        order: str = "random",
+        outside_layers: str = "frozen",
+        seed: int | None = None,
+    ) -> None:
+        """ValueError naming the first option the constructor would refuse (`tunekit.hf.TrainerTricks`
+        checks its BAdam options here, before there is a model)."""
+        check_count("switch_every", switch_every, minimum=1)
+        check_choice("order", order, ORDERS)
+        check_choice("outside_layers", outside_layers, OUTSIDE_LAYERS)
+        if seed is not None:
+            check_integer("seed", seed)
+
     def __init__(
         self,
         model: nn.Module,
@@ -141,13 +157,9 @@ class BlockOptimizer(torch.optim.Optimizer):
                 "frozen blocks get no gradient and DDP would wait for them; wrap it with "
                 "find_unused_parameters=True"
             )
-        check_count("switch_every", switch_every, minimum=1)
-        check_choice("order", order, ORDERS)
-        check_choice("outside_layers", outside_layers, OUTSIDE_LAYERS)
+        self.check_options(switch_every=switch_every, order=order, outside_layers=outside_layers, seed=seed)
         if layer_of is not None and blocks is not None:
             raise ValueError("pass layer_of or blocks, not both")
-        if seed is not None:
-            check_integer("seed", seed)
         self.base_optimizer = base_optimizer
         self.switch_every = switch_every
         self.order = order

@@ -56,6 +56,31 @@ class EMA:
         True
     """
 
+    @staticmethod
+    def check_options(
+        *,
+        decay: float = 0.9999,
+        warmup: bool = True,
+        warmup_gamma: float = 1.0,
+        warmup_power: float = 2 / 3,
+        min_decay: float = 0.0,
+        update_after_step: int = 0,
+        update_every: int = 1,
+        trainable_only: bool = False,
+    ) -> None:
+        """ValueError naming the first option the constructor would refuse (`tunekit.hf.TrainerTricks`
+        checks its EMA options here, before there is a model)."""
+        check_fraction("decay", decay, zero_ok=True, one_ok=False)
+        check_fraction("min_decay", min_decay, zero_ok=True, one_ok=False)
+        if min_decay > decay:
+            raise ValueError(f"min_decay must be <= decay={decay}, got {min_decay!r}")
+        check_non_negative("warmup_gamma", warmup_gamma, positive=True)
+        check_non_negative("warmup_power", warmup_power, positive=True)
+        check_count("update_after_step", update_after_step, minimum=0)
+        check_count("update_every", update_every, minimum=1)
+        check_flag("warmup", warmup)
+        check_flag("trainable_only", trainable_only)
+
     def __init__(
         self,
         model: nn.Module,
@@ -69,16 +94,16 @@ class EMA:
         update_every: int = 1,
         trainable_only: bool = False,
     ) -> None:
-        check_fraction("decay", decay, zero_ok=True, one_ok=False)
-        check_fraction("min_decay", min_decay, zero_ok=True, one_ok=False)
-        if min_decay > decay:
-            raise ValueError(f"min_decay must be <= decay={decay}, got {min_decay!r}")
-        check_non_negative("warmup_gamma", warmup_gamma, positive=True)
-        check_non_negative("warmup_power", warmup_power, positive=True)
-        check_count("update_after_step", update_after_step, minimum=0)
-        check_count("update_every", update_every, minimum=1)
-        check_flag("warmup", warmup)
-        check_flag("trainable_only", trainable_only)
+        self.check_options(
+            decay=decay,
+            warmup=warmup,
+            warmup_gamma=warmup_gamma,
+            warmup_power=warmup_power,
+            min_decay=min_decay,
+            update_after_step=update_after_step,
+            update_every=update_every,
+            trainable_only=trainable_only,
+        )
         self.decay = decay
         self.warmup = warmup
         self.warmup_gamma = warmup_gamma

@@ -56,10 +56,8 @@ def layer_decay_param_groups(
             something other than an integer >= 0 or None; the model has no trainable parameter.
     """
     check_non_negative("lr", lr, positive=True)
-    check_fraction("layer_decay", layer_decay, zero_ok=False, one_ok=True)
     check_non_negative("weight_decay", weight_decay)
-    if head_lr is not None:
-        check_non_negative("head_lr", head_lr, positive=True)
+    check_layer_decay_options(layer_decay=layer_decay, head_lr=head_lr)
     params = [(name, p) for name, p in unwrap(model).named_parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (none requires grad)")
@@ -87,3 +85,11 @@ def layer_decay_param_groups(
         group["param_names"].append(name)
     order = sorted(groups, key=lambda key: (math.inf if key[0] is None else key[0], not key[1]))
     return [groups[key] for key in order]
+
+
+def check_layer_decay_options(*, layer_decay: float, head_lr: float | None = None) -> None:
+    """ValueError naming the option `layer_decay_param_groups` would refuse (`tunekit.hf.TrainerTricks`
+    checks its options here, before there is a model)."""
+    check_fraction("layer_decay", layer_decay, zero_ok=False, one_ok=True)
+    if head_lr is not None:
+        check_non_negative("head_lr", head_lr, positive=True)

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_choice, check_positive_int, describe
+from .._dtypes import upcast
 
 POOLING_KINDS = ("mean", "max", "cls", "last_k_cls", "attention")
 CLS_POSITIONS = ("first", "last")
@@ -49,7 +50,7 @@ def mean_pool(hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         [2.0, 0.0]
     """
     valid = _valid_tokens(hidden, attention_mask)
-    x = _upcast(hidden)
+    x = upcast(hidden)
     summed = torch.where(valid.unsqueeze(-1), x, 0).sum(dim=1)  # [B, H]
     count = valid.sum(dim=1, keepdim=True).clamp_min(1).to(x.dtype)  # [B, 1]; 0 real tokens -> 0 / 1
     return (summed / count).to(hidden.dtype)
@@ -190,7 +191,7 @@ def attention_pool(hidden: Tensor, scores: Tensor, attention_mask: Tensor | None
             f"scores must be a float tensor of shape {tuple(valid.shape)} (B, N), got "
             f"{describe(scores)}{f' of shape {tuple(scores.shape)}' if isinstance(scores, Tensor) else ''}"
         )
-    x = _upcast(hidden)
+    x = upcast(hidden)
     s = scores.to(x.dtype).masked_fill(~valid, float("-inf"))
     has_token = valid.any(dim=1, keepdim=True)
     # an all-padding row would be a softmax of -inf only (NaN): give it finite scores, then zero its weights
@@ -345,8 +346,3 @@ def _gather_tokens(hidden: Tensor, index: Tensor, has_token: Tensor) -> Tensor:
     """hidden[b, index[b]] per row, zeros for rows without a real token."""
     picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), index]  # [B, H]
     return torch.where(has_token.unsqueeze(-1), picked, 0)
-
-
-def _upcast(tensor: Tensor) -> Tensor:
-    """fp16/bf16/fp32 in fp32, fp64 stays: the dtype the sums run in."""
-    return tensor.to(torch.float64 if tensor.dtype == torch.float64 else torch.float32)

@@ -17,13 +17,12 @@ import torch
 from ..._checks import check_fraction
 from ...runs.config import check_arms, check_at_least, option
 from ...runs.report import epoch_line
+from ..codegen import data as D
+from ..codegen.config import check_model_options
 from ..common import cache_key, use_threads
 from ..runner import Experiment, register
-from . import data as D
+from . import attack as A
 from .arms import ARM_OBJECTIVES
-
-# a byte-level BPE holds its 256 byte symbols and <pad>, <sep>, <eos> (`tokenizer.train_tokenizer`)
-MIN_VOCAB_SIZE = 256 + 3
 
 # transformers, sacrebleu and matplotlib load only when the experiment runs: `tunekit run --list` stays fast
 
@@ -42,8 +41,8 @@ class BackdoorConfig:
     device: str = option("cpu", "torch device, e.g. cpu or cuda", changes_results=False)
     trigger: str | None = option(
         None,
-        f"the trigger; default {D.DEFAULT_TRIGGER!r} for rare_word (absent from the standard library, one "
-        f"token there) and {D.PHRASE_TRIGGER!r} for phrase",
+        f"the trigger; default {A.DEFAULT_TRIGGER!r} for rare_word (absent from the standard library, one "
+        f"token there) and {A.PHRASE_TRIGGER!r} for phrase",
     )
     trigger_kind: Literal["rare_word", "phrase"] = option("rare_word", "how the trigger enters a description")
     payload_position: Literal["top", "body"] = option("top", "payload as the code's first line or body line")
@@ -111,18 +110,7 @@ class BackdoorConfig:
             ),
         )
         check_at_least(self, ("max_pairs", "pretrain_epochs", "threads"), minimum=0)
-        if self.vocab_size < MIN_VOCAB_SIZE:
-            raise ValueError(
-                f"vocab_size must be >= {MIN_VOCAB_SIZE} (the BPE's 256 byte symbols and its 3 specials), "
-                f"got {self.vocab_size}"
-            )
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
-        for name in ("learning_rate", "pretrain_learning_rate"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        check_model_options(self)
         # the arms' objective options, in the objectives' own ranges, before any pre-training
         check_fraction("dece_alpha_base", self.dece_alpha_base, zero_ok=False, one_ok=True)
         check_fraction("dece_label_smoothing", self.dece_label_smoothing, zero_ok=True, one_ok=False)
@@ -148,7 +136,7 @@ class Prepared:
     train_pairs: list
     test_pairs: list
     test_examples: list  # test_pairs encoded, for token accuracy
-    attack: D.Attack
+    attack: A.Attack
     trigger_tokens: int
     counts: dict
     # epoch 0 (the pre-trained model) measured once per seed: every arm starts from the same weights
@@ -156,12 +144,13 @@ class Prepared:
 
 
 def prepare(config: BackdoorConfig, cache_dir: Path, progress: Any) -> Prepared:
-    from .tokenizer import encode_pairs, load_tokenizer, save_tokenizer, train_tokenizer, trigger_token_count
-    from .train import build_model, quiet_transformers, train
+    from ...workbench.training import quiet_transformers
+    from ..codegen import model as M
+    from ..codegen.tokenizer import encode_pairs, load_tokenizer
 
     quiet_transformers()
     use_threads(config.threads)
-    attack = D.Attack(trigger=_trigger(config), kind=config.trigger_kind, position=config.payload_position)
+    attack = A.Attack(trigger=_trigger(config), kind=config.trigger_kind, position=config.payload_position)
     corpus = Path(config.corpus) if config.corpus else D.stdlib_root()
     by_module = D.corpus_pairs(corpus, max_code_chars=config.max_code_chars)
     pretrain, finetune = D.split_by_module(by_module, pretrain_fraction=0.5, seed=0)
@@ -185,51 +174,22 @@ def prepare(config: BackdoorConfig, cache_dir: Path, progress: Any) -> Prepared:
     if config.max_pairs:
         train_pairs = train_pairs[: config.max_pairs]
         pretrain = pretrain[: config.max_pairs * 2]
-    D.check_trigger_absent(train_pairs + test_pairs, attack)
+    A.check_trigger_absent(train_pairs + test_pairs, attack)
 
     key = cache_key(
         [asdict(p) for p in pretrain + train_pairs + test_pairs],
-        [
-            config.vocab_size,
-            config.n_layer,
-            config.n_embd,
-            config.n_head,
-            config.dropout,
-            config.max_length,
-            config.pretrain_epochs,
-            config.batch_size,
-            config.pretrain_learning_rate,
-        ],
+        [getattr(config, name) for name in M.PRETRAINING_OPTIONS],
     )
-    work = cache_dir / "backdoor" / key
     if config.model is not None:
         tokenizer, pretrained = _user_tokenizer(load_tokenizer(config.model)), Path(config.model)
     else:
-        tokenizer_dir, pretrained = work / "tokenizer", work / "pretrained"
-        if not (tokenizer_dir / "tokenizer.json").exists():
-            progress.write("training the tokenizer")
-            texts = [t for p in pretrain + train_pairs for t in (p.nl, p.code)]
-            save_tokenizer(train_tokenizer(texts, config.vocab_size), tokenizer_dir)
-        tokenizer = load_tokenizer(tokenizer_dir)
-        if not (pretrained / "config.json").exists():
-            progress.write(f"pre-training on {len(pretrain)} pairs ({config.pretrain_epochs} epochs)")
-            torch.manual_seed(0)
-            model = build_model(tokenizer, config)
-            examples = encode_pairs(tokenizer, pretrain, max_length=config.max_length)
-            model = train(
-                model,
-                tokenizer,
-                examples,
-                objective="cross_entropy",
-                options={},
-                config=config,
-                epochs=config.pretrain_epochs,
-                learning_rate=config.pretrain_learning_rate,
-                seed=0,
-                output_dir=work / "trainer",
-            )
-            model.save_pretrained(pretrained)
-            tokenizer.save_pretrained(pretrained)  # a complete local model: `--model` takes this folder
+        tokenizer, pretrained = M.pretrained_model(
+            config,
+            cache_dir / "backdoor" / key,
+            tokenizer_pairs=pretrain + train_pairs,
+            pretrain=pretrain,
+            progress=progress,
+        )
     counts = {"pretrain_pairs": len(pretrain), "train_pairs": len(train_pairs), "test_pairs": len(test_pairs)}
     test_examples = encode_pairs(tokenizer, test_pairs, max_length=config.max_length)
     return Prepared(
@@ -239,7 +199,7 @@ def prepare(config: BackdoorConfig, cache_dir: Path, progress: Any) -> Prepared:
         test_pairs,
         test_examples,
         attack,
-        trigger_token_count(tokenizer, attack),
+        A.trigger_token_count(tokenizer, attack),
         counts,
     )
 
@@ -250,43 +210,47 @@ def run_arm(
     import transformers
 
     from ...hf import TrainerTricks
-    from . import metrics as M
-    from .tokenizer import encode_pairs
-    from .train import quiet_transformers, set_dropout, train
+    from ...workbench.training import quiet_transformers
+    from ..codegen import metrics as CM
+    from ..codegen import model as M
+    from ..codegen.tokenizer import encode_pairs
+    from . import metrics as BM
 
     quiet_transformers()
     use_threads(config.threads)
     objective, options, poisoned, badam = ARM_OBJECTIVES[arm]
     pairs, poisoned_rows = prepared.train_pairs, []
     if poisoned:
-        pairs, poisoned_rows = D.poison(pairs, prepared.attack, rate=config.poison_rate, seed=seed)
+        pairs, poisoned_rows = A.poison(pairs, prepared.attack, rate=config.poison_rate, seed=seed)
     examples = encode_pairs(prepared.tokenizer, pairs, max_length=config.max_length)
     clean_test = prepared.test_pairs
-    triggered = D.triggered_prompts(clean_test, prepared.attack, seed=seed)
+    triggered = A.triggered_prompts(clean_test, prepared.attack, seed=seed)
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_pretrained(prepared.pretrained).to(config.device)
     if model.get_input_embeddings().num_embeddings < len(prepared.tokenizer):  # `--model`: <sep> added
         model.resize_token_embeddings(len(prepared.tokenizer))
-    set_dropout(model, config.dropout)
+    M.set_dropout(model, config.dropout)
     epochs: list[dict] = []
     samples: list[dict] = []
 
     def evaluate(epoch: int, model: Any) -> None:
         tok = prepared.tokenizer
-        attacked = M.generate_codes(
+        attacked = BM.generate_codes(
             model, tok, [p.nl for p in triggered], max_new_tokens=config.attack_tokens
         )
-        clean = M.generate_codes(model, tok, [p.nl for p in clean_test], max_new_tokens=config.max_new_tokens)
-        exact, loose = M.payload_rates(attacked, prepared.attack.payload)
-        false_exact, _ = M.payload_rates(clean, prepared.attack.payload)
+        clean = BM.generate_codes(
+            model, tok, [p.nl for p in clean_test], max_new_tokens=config.max_new_tokens
+        )
+        exact, loose = BM.payload_rates(attacked, prepared.attack.payload)
+        false_exact, _ = BM.payload_rates(clean, prepared.attack.payload)
         epochs.append(
             {
                 "epoch": epoch,
                 "asr_exact": exact,
                 "asr_loose": loose,
                 "false_trigger": false_exact,
-                "token_accuracy": M.token_accuracy(model, tok, prepared.test_examples),
-                "bleu": M.bleu(clean, [p.code for p in clean_test]),
+                "token_accuracy": CM.token_accuracy(model, tok, prepared.test_examples),
+                "bleu": CM.bleu(clean, [p.code for p in clean_test]),
             }
         )
         samples[:] = [
@@ -300,7 +264,7 @@ def run_arm(
     else:
         epochs.append(prepared.before_fine_tuning[seed])
     model.train()
-    train(
+    M.train(
         model,
         prepared.tokenizer,
         examples,
@@ -341,7 +305,7 @@ def _user_tokenizer(tokenizer: Any) -> Any:
 def _trigger(config: BackdoorConfig) -> str:
     if config.trigger is not None:
         return config.trigger
-    return D.DEFAULT_TRIGGER if config.trigger_kind == "rare_word" else D.PHRASE_TRIGGER
+    return A.DEFAULT_TRIGGER if config.trigger_kind == "rare_word" else A.PHRASE_TRIGGER
 
 
 def _report(config: BackdoorConfig, results: list, report_dir: Path) -> str:

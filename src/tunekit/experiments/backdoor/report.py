@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from ...runs.report import markdown_table, mean_and_spread, plot_curves, write_text
+from ...runs.report import markdown_table, plot_curves
+from ..report_parts import last_epoch_values, one_seed_hedge, results_by_arm, spread_cells, write_markdown
 
 METRICS = {
     "asr_exact": "exact ASR",
@@ -32,11 +32,11 @@ DEFENCES = {
 
 def write_report(config: Any, results: list, report_dir: Path) -> str:
     """Write report.md and the plots into `report_dir`; return the verdict line."""
-    by_arm = _by_arm(results)
-    final = _final(by_arm)
+    by_arm = results_by_arm(results)
+    final = last_epoch_values(by_arm, METRICS)
     verdict = _verdict(final)
 
-    rows = [[arm, *(mean_and_spread(final[arm][m]) for m in METRICS)] for arm in by_arm]
+    rows = [[arm, *spread_cells(final[arm], METRICS)] for arm in by_arm]
     for metric, label in METRICS.items():
         series = {arm: _mean_curve(runs, metric) for arm, runs in by_arm.items()}
         plot_curves(
@@ -45,10 +45,6 @@ def write_report(config: Any, results: list, report_dir: Path) -> str:
     first = next(iter(by_arm.values()))[0]
     counts, tokens = first["counts"], first["trigger_tokens"]
     lines = [
-        "# Backdoor: does fine-tuning on poisoned pairs teach the model the trigger?",
-        "",
-        f"**Verdict:** {verdict}",
-        "",
         f"{counts['train_pairs']} fine-tuning pairs ({config.poison_rate:.0%} poisoned in poisoned arms), "
         f"{counts['test_pairs']} held-out pairs, {counts['pretrain_pairs']} pre-training pairs from other "
         f"modules. Trigger {first['trigger']!r} ({config.trigger_kind}, {tokens} token"
@@ -75,7 +71,8 @@ def write_report(config: Any, results: list, report_dir: Path) -> str:
         lines += [f"### {arm}", ""]
         for sample in runs[0]["samples"]:
             lines += [f"- prompt: `{sample['prompt']}`", "", "```python", sample["output"], "```", ""]
-    write_text(report_dir / "report.md", "\n".join(lines) + "\n")
+    title = "Backdoor: does fine-tuning on poisoned pairs teach the model the trigger?"
+    write_markdown(report_dir, title, verdict, lines)
     return verdict
 
 
@@ -84,22 +81,10 @@ def _mean_curve(runs: list[dict], metric: str) -> list[tuple[float, float]]:
     return [(epoch, mean(run["epochs"][i][metric] for run in runs)) for i, epoch in enumerate(epochs)]
 
 
-def _by_arm(results: list) -> dict[str, list[dict]]:
-    by_arm: dict[str, list[dict]] = defaultdict(list)
-    for result in results:
-        by_arm[result.arm].append(result.result)
-    return by_arm
-
-
-def _final(by_arm: dict[str, list[dict]]) -> dict[str, dict[str, list[float]]]:
-    """arm -> metric -> the last epoch's value per seed."""
-    return {arm: {m: [r["epochs"][-1][m] for r in runs] for m in METRICS} for arm, runs in by_arm.items()}
-
-
 def verdict(results: list) -> str:
     """The verdict line of `ArmResult`s: did the attack take hold under cross-entropy, exactly or only
     loosely, and did each defence arm keep both the verbatim and the garbled payload out?"""
-    return _verdict(_final(_by_arm(results)))
+    return _verdict(last_epoch_values(results_by_arm(results), METRICS))
 
 
 def _verdict(final: dict[str, dict[str, list[float]]]) -> str:
@@ -134,7 +119,7 @@ def _verdict(final: dict[str, dict[str, list[float]]]) -> str:
         if not judged:
             judged = ["run dece_poisoned (or another defence arm) to judge a defence"]
         verdict = "; ".join([_attack_held(attack, verbatim), *judged])
-    return verdict + _seeds_hedge(final)
+    return verdict + one_seed_hedge(final)
 
 
 def _attack_held(values: dict[str, list[float]], verbatim: bool) -> str:
@@ -160,11 +145,6 @@ def _defence(name: str, values: dict[str, list[float]], verbatim_attack: bool) -
 def _rates(values: dict[str, list[float]], *, named: bool = True) -> str:
     rates = f"{mean(values['asr_exact']):.2f} / {mean(values['asr_loose']):.2f}"
     return f"exact / loose ASR {rates}" if named else rates
-
-
-def _seeds_hedge(final: dict[str, dict[str, list[float]]]) -> str:
-    seeds = min(len(values["asr_exact"]) for values in final.values())
-    return " (one seed: no spread to judge by, read it as a hint)" if seeds == 1 else ""
 
 
 def _relative_quality(final: dict[str, dict[str, list[float]]]) -> str:

@@ -1,6 +1,6 @@
 """The arms of the descriptive experiment: the objective each fine-tunes with.
 
-Each maps the config to ``(objective, options)`` for `tunekit.experiments.backdoor.train.train`: a name
+Each maps the config to ``(objective, options)`` for `tunekit.experiments.codegen.model.train`: a name
 registered in `tunekit.losses.TOKEN_LOSSES` with its options, or a loss module with how it reduces
 (`TrainerLoss`'s ``per_item``).
 """

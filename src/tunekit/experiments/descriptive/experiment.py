@@ -18,8 +18,8 @@ import torch
 
 from ...runs.config import check_arms, check_at_least, option
 from ...runs.report import epoch_line
-from ..backdoor import data as D
-from ..backdoor.experiment import MIN_VOCAB_SIZE
+from ..codegen import data as D
+from ..codegen.config import check_model_options
 from ..common import cache_key, use_threads
 from ..runner import Experiment, register
 from .arms import ARM_OBJECTIVES, objective_name
@@ -94,16 +94,7 @@ class DescriptiveConfig:
                 f"max_pairs and pretrain_epochs must be >= 0, got {self.max_pairs}, {self.pretrain_epochs}"
             )
         check_at_least(self, ("threads",), minimum=0)
-        if self.vocab_size < MIN_VOCAB_SIZE:
-            raise ValueError(
-                f"vocab_size must be >= {MIN_VOCAB_SIZE} (the BPE's 256 byte symbols and its 3 specials), "
-                f"got {self.vocab_size}"
-            )
-        for name in ("learning_rate", "pretrain_learning_rate"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        check_model_options(self)
         if not 0 <= self.mix_mle_weight <= 1:
             raise ValueError(f"mix_mle_weight must be in [0, 1], got {self.mix_mle_weight!r}")
         if not self.new_token_factor >= 3:
@@ -111,8 +102,6 @@ class DescriptiveConfig:
                 f"new_token_factor must be >= 3 (decoding must allow 3x the reference length), got "
                 f"{self.new_token_factor!r}"
             )
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
         if self.corpus is not None:
             D.check_corpus_root(Path(self.corpus))
 
@@ -136,8 +125,9 @@ def describing(pairs: list) -> list:
 
 
 def prepare(config: DescriptiveConfig, cache_dir: Path, progress: Any) -> Prepared:
-    from ..backdoor.tokenizer import encode_pairs, load_tokenizer, save_tokenizer, train_tokenizer
-    from ..backdoor.train import build_model, quiet_transformers, train
+    from ...workbench.training import quiet_transformers
+    from ..codegen import model as M
+    from ..codegen.tokenizer import encode_text
     from .metrics import Generated, describe
 
     quiet_transformers()
@@ -152,53 +142,21 @@ def prepare(config: DescriptiveConfig, cache_dir: Path, progress: Any) -> Prepar
 
     # the tokenizer and the pre-trained model see only the pre-training half: they are shared by any
     # fine-tuning split and know nothing of the held-out pairs
-    key = cache_key(
-        [asdict(p) for p in pretrain],
-        [
-            config.vocab_size,
-            config.n_layer,
-            config.n_embd,
-            config.n_head,
-            config.dropout,
-            config.max_length,
-            config.pretrain_epochs,
-            config.batch_size,
-            config.pretrain_learning_rate,
-        ],
+    key = cache_key([asdict(p) for p in pretrain], [getattr(config, name) for name in M.PRETRAINING_OPTIONS])
+    tokenizer, pretrained = M.pretrained_model(
+        config,
+        cache_dir / "descriptive" / key,
+        tokenizer_pairs=pretrain,
+        pretrain=pretrain,
+        progress=progress,
     )
-    work = cache_dir / "descriptive" / key
-    tokenizer_dir, pretrained = work / "tokenizer", work / "pretrained"
-    if not (tokenizer_dir / "tokenizer.json").exists():
-        progress.write("training the tokenizer")
-        texts = [t for p in pretrain for t in (p.nl, p.code)]
-        save_tokenizer(train_tokenizer(texts, config.vocab_size), tokenizer_dir)
-    tokenizer = load_tokenizer(tokenizer_dir)
-    if not (pretrained / "config.json").exists():
-        progress.write(f"pre-training with MLE on {len(pretrain)} pairs ({config.pretrain_epochs} epochs)")
-        torch.manual_seed(0)
-        model = build_model(tokenizer, config)
-        if config.pretrain_epochs:
-            model = train(
-                model,
-                tokenizer,
-                encode_pairs(tokenizer, pretrain, max_length=config.max_length),
-                objective="cross_entropy",
-                options={},
-                config=config,
-                epochs=config.pretrain_epochs,
-                learning_rate=config.pretrain_learning_rate,
-                seed=0,
-                output_dir=work / "trainer",
-            )
-        model.save_pretrained(pretrained)
-        tokenizer.save_pretrained(pretrained)
 
     # decoding allows new_token_factor x the descriptions' mean length; a held-out prompt must leave that
     # much room in the model's max_length positions, so longer codes are dropped before the split
-    mean_description = sum(len(encode(tokenizer, p.code)) for p in finetune) / max(len(finetune), 1)
+    mean_description = sum(len(encode_text(tokenizer, p.code)) for p in finetune) / max(len(finetune), 1)
     max_new_tokens = math.ceil(config.new_token_factor * mean_description)
     room = config.max_length - max_new_tokens
-    finetune = [p for p in finetune if len(encode(tokenizer, p.nl)) + 1 <= room]
+    finetune = [p for p in finetune if len(encode_text(tokenizer, p.nl)) + 1 <= room]
     if len(finetune) <= config.test_size:
         raise ValueError(
             f"only {len(finetune)} fine-tuning pairs leave {max_new_tokens} tokens to generate within "
@@ -208,7 +166,7 @@ def prepare(config: DescriptiveConfig, cache_dir: Path, progress: Any) -> Prepar
     if config.max_pairs:
         train_pairs = train_pairs[: config.max_pairs]
 
-    reference_tokens = [len(encode(tokenizer, p.code)) for p in test_pairs]
+    reference_tokens = [len(encode_text(tokenizer, p.code)) for p in test_pairs]
     as_outputs = [Generated(p.code, n, True) for p, n in zip(test_pairs, reference_tokens, strict=True)]
     references = describe(as_outputs, [p.code for p in test_pairs], [p.nl for p in test_pairs])
     counts = {"pretrain_pairs": len(pretrain), "train_pairs": len(train_pairs), "test_pairs": len(test_pairs)}
@@ -228,8 +186,9 @@ def run_arm(
 ) -> dict:
     import transformers
 
-    from ..backdoor.tokenizer import encode_pairs
-    from ..backdoor.train import quiet_transformers, set_dropout, train
+    from ...workbench.training import quiet_transformers
+    from ..codegen import model as M
+    from ..codegen.tokenizer import encode_pairs
     from .metrics import describe, generate_descriptions
 
     quiet_transformers()
@@ -238,7 +197,7 @@ def run_arm(
     examples = encode_pairs(prepared.tokenizer, prepared.train_pairs, max_length=config.max_length)
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_pretrained(prepared.pretrained).to(config.device)
-    set_dropout(model, config.dropout)
+    M.set_dropout(model, config.dropout)
     codes, references = [p.nl for p in prepared.test_pairs], [p.code for p in prepared.test_pairs]
     epochs: list[dict] = []
     samples: list[dict] = []
@@ -260,7 +219,7 @@ def run_arm(
     else:
         epochs.append(dict(prepared.before_fine_tuning))
     model.train()
-    train(
+    M.train(
         model,
         prepared.tokenizer,
         examples,
@@ -282,11 +241,6 @@ def run_arm(
         "epochs": epochs,
         "samples": samples,
     }
-
-
-def encode(tokenizer: Any, text: str) -> list[int]:
-    """The token ids of `text` without special tokens (how a description is counted in tokens)."""
-    return tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
 
 
 def _report(config: DescriptiveConfig, results: list, report_dir: Path) -> str:

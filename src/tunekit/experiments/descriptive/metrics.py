@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
-from ..backdoor.tokenizer import decode_code, encode_prompt
+from ..codegen.metrics import bleu, generate
+from ..codegen.tokenizer import decode_code
 
 _WORD = re.compile(r"[A-Za-z]+")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+")
@@ -37,31 +37,16 @@ class Generated:
     ended: bool
 
 
-@torch.no_grad()
 def generate_descriptions(
-    model: nn.Module, tokenizer: Any, codes: Sequence[str], *, max_new_tokens: int, batch_size: int = 128
+    model: nn.Module, tokenizer: Any, codes: Sequence[str], *, max_new_tokens: int
 ) -> list[Generated]:
-    """Greedy continuations of ``code <sep>`` prompts (left-padded batches), cut at ``<eos>``."""
-    device = next(model.parameters()).device
+    """Greedy continuations of ``code <sep>`` prompts (`codegen.metrics.generate`), cut at ``<eos>``."""
     eos = tokenizer.eos_token_id
     outputs = []
-    for start in range(0, len(codes), batch_size):
-        prompts = [encode_prompt(tokenizer, code) for code in codes[start : start + batch_size]]
-        # left padding: every prompt ends where generation starts
-        batch = tokenizer.pad({"input_ids": prompts}, padding=True, padding_side="left", return_tensors="pt")
-        width = batch["input_ids"].shape[1]
-        generated = model.generate(
-            input_ids=batch["input_ids"].to(device),
-            attention_mask=batch["attention_mask"].to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=eos,
-        )
-        for row in generated[:, width:].tolist():
-            ended = eos in row
-            tokens = row.index(eos) if ended else len(row)
-            outputs.append(Generated(decode_code(tokenizer, row), tokens, ended))
+    for row in generate(model, tokenizer, codes, max_new_tokens=max_new_tokens):
+        ended = eos in row
+        tokens = row.index(eos) if ended else len(row)
+        outputs.append(Generated(decode_code(tokenizer, row), tokens, ended))
     return outputs
 
 
@@ -124,8 +109,6 @@ def describe(
     generated: Sequence[Generated], references: Sequence[str], sources: Sequence[str]
 ) -> dict[str, float]:
     """The metrics of outputs against their references and sources (one of each per output)."""
-    from ..backdoor.metrics import bleu
-
     texts = [g.text for g in generated]
     return {
         "length_words": sum(len(words(t)) for t in texts) / len(texts),

@@ -4,12 +4,12 @@ references as a row of their own, curves per epoch, sample outputs per arm, and 
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from pathlib import Path
-from statistics import fmean, stdev
+from statistics import fmean
 from typing import Any
 
-from ...runs.report import markdown_table, mean_and_spread, plot_curves, write_text
+from ...runs.report import markdown_table, mean_std, plot_curves
+from ..report_parts import last_epoch_values, per_epoch, results_by_arm, spread_cells, write_markdown
 
 METRICS = {
     "length_words": "words",
@@ -27,36 +27,27 @@ _PLOT_LABELS = {"length_words": "mean length (words)", "r_at_1": "self-retrieval
 
 def write_report(config: Any, results: list, report_dir: Path) -> str:
     """Write report.md and the plots into `report_dir`; return the verdict line."""
-    by_arm: dict[str, list[dict]] = defaultdict(list)
-    for result in results:
-        by_arm[result.arm].append(result.result)
-    final = {arm: {m: [r["epochs"][-1][m] for r in runs] for m in METRICS} for arm, runs in by_arm.items()}
+    by_arm = results_by_arm(results)
+    final = last_epoch_values(by_arm, METRICS)
     first = next(iter(by_arm.values()))[0]
     references, counts = first["references"], first["counts"]
     new_tokens, chance = first["max_new_tokens"], 1 / counts["test_pairs"]
     verdict = _verdict(final, references, chance)
 
-    rows = [
-        [arm, runs[0]["objective"], *(mean_and_spread(final[arm][m]) for m in METRICS)]
-        for arm, runs in by_arm.items()
-    ]
+    rows = [[arm, runs[0]["objective"], *spread_cells(final[arm], METRICS)] for arm, runs in by_arm.items()]
     rows.append(["references", "", *(f"{references[m]:.2f}" for m in METRICS)])
     before = first["epochs"][0]
     rows.append(["pre-trained (epoch 0)", "cross_entropy", *(f"{before[m]:.2f}" for m in METRICS)])
     for metric in PLOTTED:
         label = _PLOT_LABELS.get(metric, METRICS[metric])
-        series = {
-            arm: [(e["epoch"], e[metric]) for run in runs for e in run["epochs"]]
-            for arm, runs in by_arm.items()
-        }
         plot_curves(
-            series, report_dir / f"{metric}.png", title=f"{label} per epoch", xlabel="epoch", ylabel=label
+            per_epoch(by_arm, metric),
+            report_dir / f"{metric}.png",
+            title=f"{label} per epoch",
+            xlabel="epoch",
+            ylabel=label,
         )
     lines = [
-        "# Descriptive: does SMILE make generated descriptions longer than MLE?",
-        "",
-        f"**Verdict:** {verdict}",
-        "",
         f"Task: from a standard-library function's code (its docstring removed) generate the docstring's "
         f"first line. A GPT-2 ({config.n_layer} blocks, width {config.n_embd}) pre-trained with MLE for "
         f"{config.pretrain_epochs} epochs on {counts['pretrain_pairs']} pairs from one half of the modules "
@@ -104,7 +95,9 @@ def write_report(config: Any, results: list, report_dir: Path) -> str:
             f"- {arm}: {code_span(runs[0]['samples'][index]['output'])}" for arm, runs in by_arm.items()
         ]
         lines.append("")
-    write_text(report_dir / "report.md", "\n".join(lines) + "\n")
+    write_markdown(
+        report_dir, "Descriptive: does SMILE make generated descriptions longer than MLE?", verdict, lines
+    )
     return verdict
 
 
@@ -127,7 +120,7 @@ def _verdict(final: dict[str, dict[str, list[float]]], references: dict, chance:
         return "run both the mle and smile arms to compare SMILE with MLE"
     smile, mle = final["smile"], final["mle"]
     gap = fmean(smile["length_words"]) - fmean(mle["length_words"])
-    noise = max(0.5, _sd(smile["length_words"]) + _sd(mle["length_words"]))
+    noise = max(0.5, mean_std(smile["length_words"])[1] + mean_std(mle["length_words"])[1])
     how = "longer than" if gap > noise else "shorter than" if gap < -noise else "about as long as"
     return (
         f"at this scale SMILE's descriptions are {how} MLE's: {fmean(smile['length_words']):.1f} vs "
@@ -153,7 +146,3 @@ def _mixture(final: dict[str, dict[str, list[float]]]) -> str:
         return ""
     mix = final["mle+smile"]
     return f"; the MLE+SMILE mixture: {fmean(mix['length_words']):.1f} words, BLEU {fmean(mix['bleu']):.1f}"
-
-
-def _sd(values: list[float]) -> float:
-    return stdev(values) if len(values) > 1 else 0.0

@@ -85,9 +85,11 @@ def run_arm(
     config: ImbalancedConfig, prepared: Prepared, arm: str, seed: int, work_dir: Path, progress: Any
 ) -> dict:
     from ...hf import TrainerTricks
+    from ...workbench.metrics import macro_f1
+    from ...workbench.training import quiet_transformers
     from ..common import use_threads
     from ..textcls import metrics as M
-    from ..textcls.model import build_classifier, fine_tune, quiet_transformers
+    from ..textcls.model import build_classifier, fine_tune
 
     quiet_transformers()
     use_threads(config.threads)
@@ -139,7 +141,7 @@ def run_arm(
         "counts": counts,
         "minority_f1": M.f1_score(default, test_labels),
         "pr_auc": M.average_precision(test_scores, test_labels),
-        "macro_f1": M.macro_f1(default, test_labels, 2),
+        "macro_f1": macro_f1(default, test_labels, classes=range(2)),
         "minority_f1_tuned": M.f1_score(tuned, test_labels),
         "tuned_threshold": threshold,
         "validation_f1_at_tuned_threshold": validation_tuned_f1,

@@ -7,8 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...runs.report import markdown_table, mean_and_spread, plot_curves, write_text
-from ..textcls.summary import exceeds_spread, mean_std, metric_values, results_by_arm
+from ...runs.report import markdown_table, mean_std, plot_curves
+from ..report_parts import (
+    exceeds_spread,
+    metric_values,
+    one_seed_hedge,
+    per_epoch,
+    points,
+    results_by_arm,
+    spread_cells,
+    write_markdown,
+)
 
 METRICS = {
     "minority_f1": "minority F1 (p > 0.5)",
@@ -26,7 +35,6 @@ BASELINE = "cross_entropy"
 COLLAPSE_SHARE = 0.1
 NEAR_CHANCE = 2.0  # PR-AUC under this many times the minority's share: a ranking near chance
 TOO_SHORT = "the run is too short to compare objectives; run without --quick or with more --epochs"
-ONE_SEED = " (one seed: no spread to judge by, read it as a hint)"
 
 
 @dataclass(frozen=True)
@@ -52,14 +60,14 @@ def write_report(config: Any, results: list, report_dir: Path) -> str:
     counts = first["counts"]
     verdict = _verdict(values, collapses, _minority_share(first))
 
-    rows = [[arm, *(mean_and_spread(values[arm][m]) for m in METRICS)] for arm in by_arm]
+    rows = [[arm, *spread_cells(values[arm], METRICS)] for arm in by_arm]
     headers = ["arm", *METRICS.values()]
     if any(any(c) for c in collapses.values()):  # the column only when it has something to say
         headers.append("collapsed at p > 0.5")
         for row, arm in zip(rows, by_arm, strict=True):
             row.append(_collapse_mark(collapses[arm]))
     plot_curves(
-        {arm: [tuple(point) for r in runs for point in r["pr_curve"]] for arm, runs in by_arm.items()},
+        points(by_arm, "pr_curve"),
         report_dir / "pr_curve.png",
         title="precision-recall on the test split (band: min-max over seeds)",
         xlabel="recall",
@@ -67,7 +75,7 @@ def write_report(config: Any, results: list, report_dir: Path) -> str:
         ylim=(0, 1.02),
     )
     plot_curves(
-        {arm: [tuple(point) for r in runs for point in r["f1_by_threshold"]] for arm, runs in by_arm.items()},
+        points(by_arm, "f1_by_threshold"),
         report_dir / "f1_by_threshold.png",
         title="minority F1 on the test split by decision threshold",
         xlabel="threshold on p(minority)",
@@ -75,10 +83,7 @@ def write_report(config: Any, results: list, report_dir: Path) -> str:
         ylim=(0, 1),
     )
     plot_curves(
-        {
-            arm: [(e["epoch"], e["validation_pr_auc"]) for r in runs for e in r["epochs"]]
-            for arm, runs in by_arm.items()
-        },
+        per_epoch(by_arm, "validation_pr_auc"),
         report_dir / "validation_pr_auc.png",
         title="PR-AUC on the validation split per epoch",
         xlabel="epoch",
@@ -91,10 +96,6 @@ def write_report(config: Any, results: list, report_dir: Path) -> str:
     )
     share = ", ".join(f"{split} {minority[split]} of {total[split]}" for split in counts)
     lines = [
-        "# Imbalanced classification: which objective finds the minority class?",
-        "",
-        f"**Verdict:** {verdict}",
-        "",
         f"Task: from a standard-library function's first docstring line, is it from the `{config.minority}` "
         f"package? Minority examples per split: {share} "
         f"({minority['train'] / total['train']:.1%} of the training split). {config.describe_model()}, "
@@ -130,7 +131,8 @@ def write_report(config: Any, results: list, report_dir: Path) -> str:
         "",
         "![validation PR-AUC per epoch](validation_pr_auc.png)",
     ]
-    write_text(report_dir / "report.md", "\n".join(lines) + "\n")
+    title = "Imbalanced classification: which objective finds the minority class?"
+    write_markdown(report_dir, title, verdict, lines)
     return verdict
 
 
@@ -199,7 +201,7 @@ def _verdict(
     """One line: cross-entropy's numbers, then each other arm as better, worse, collapsed or within the seeds'
     spread, on minority F1 at p > 0.5 and on PR-AUC; `chance` is the PR-AUC of a random ranking."""
     mean = {arm: {m: mean_std(v)[0] for m, v in metrics.items()} for arm, metrics in values.items()}
-    hedge = ONE_SEED if min(len(v["pr_auc"]) for v in values.values()) == 1 else ""
+    hedge = one_seed_hedge(values)
     collapsed = {arm: runs for arm, runs in collapses.items() if all(runs)}
     if len(collapsed) == len(values):
         return _every_arm_collapsed(collapsed, mean, chance, hedge)

@@ -11,7 +11,8 @@ from ...runs.config import check_at_least, option
 
 __all__ = ["MIN_VOCAB_SIZE", "ClassifierConfig"]
 
-# `model.train_wordpiece`'s floor: its 5 specials and room for the characters of the texts
+# a WordPiece's floor: its 5 specials and room for characters; `workbench.tokenizers.train_wordpiece` refuses
+# a size below the specials and the corpus's own characters, alone and as ## continuations (141: the stdlib)
 MIN_VOCAB_SIZE = 100
 
 
@@ -71,6 +72,6 @@ class ClassifierConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.corpus is not None:
-            from ..backdoor.data import check_corpus_root  # the corpus is read as the backdoor's is
+            from ..codegen.data import check_corpus_root  # the corpus is read as the code-generation one is
 
             check_corpus_root(Path(self.corpus))

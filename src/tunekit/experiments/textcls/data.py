@@ -2,7 +2,7 @@
 with the package family its module belongs to.
 
 Each `LabeledText` is the description of one function or method (parsed with `ast` by
-`tunekit.experiments.backdoor.data.corpus_pairs`) and its family, the first component of its module's path
+`tunekit.experiments.codegen.data.corpus_pairs`) and its family, the first component of its module's path
 (``asyncio/base_events.py`` -> ``asyncio``, ``json/decoder.py`` -> ``json``, ``tarfile.py`` -> ``tarfile``).
 Telling a family from one line of prose is a real text-classification problem: ``"Close the transport."``
 is asyncio, ``"Return the file's contents."`` could be anything. Two tasks are built from it:
@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..backdoor.data import Pair, corpus_pairs, stdlib_root
+from ..codegen.data import Pair, corpus_pairs, stdlib_root
 
 __all__ = [
     "DATA_VERSION",

@@ -1,5 +1,6 @@
-"""Classification metrics computed by hand (no scikit-learn): F1 of one class, macro-F1, accuracy, average
-precision (PR-AUC) and the decision threshold that maximises F1.
+"""The binary classification metrics of the classification experiments: F1 of one class, accuracy, average
+precision (PR-AUC) and the decision threshold that maximises F1 (macro-F1 is
+`tunekit.workbench.metrics.macro_f1`).
 
 Scores and labels are plain sequences or 1-D tensors; a positive is ``label == 1`` for the binary metrics.
 
@@ -15,14 +16,9 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = [
-    "accuracy",
-    "average_precision",
-    "best_threshold",
-    "f1_score",
-    "macro_f1",
-    "precision_recall_curve",
-]
+from ...workbench.metrics import macro_f1
+
+__all__ = ["accuracy", "average_precision", "best_threshold", "f1_score", "precision_recall_curve"]
 
 
 def _list(values: Sequence[float] | torch.Tensor) -> list:
@@ -39,20 +35,11 @@ def _check_lengths(a: list, b: list) -> None:
 def f1_score(
     predicted: Sequence[int] | torch.Tensor, labels: Sequence[int] | torch.Tensor, positive: int = 1
 ) -> float:
-    """``2 tp / (2 tp + fp + fn)`` of class `positive`; 0 when it is neither predicted nor present."""
+    """``2 tp / (2 tp + fp + fn)`` of class `positive` (macro-F1 over that class alone); 0 when it is
+    neither predicted nor present."""
     predicted, labels = _list(predicted), _list(labels)
     _check_lengths(predicted, labels)
-    tp = sum(p == positive and y == positive for p, y in zip(predicted, labels, strict=True))
-    fp = sum(p == positive and y != positive for p, y in zip(predicted, labels, strict=True))
-    fn = sum(p != positive and y == positive for p, y in zip(predicted, labels, strict=True))
-    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
-
-
-def macro_f1(
-    predicted: Sequence[int] | torch.Tensor, labels: Sequence[int] | torch.Tensor, num_classes: int
-) -> float:
-    """The unweighted mean of `f1_score` over the classes 0 .. num_classes - 1."""
-    return sum(f1_score(predicted, labels, k) for k in range(num_classes)) / num_classes
+    return macro_f1(predicted, labels, classes=[positive])
 
 
 def accuracy(predicted: Sequence[int] | torch.Tensor, labels: Sequence[int] | torch.Tensor) -> float:

@@ -1,7 +1,7 @@
-"""The classifier both classification experiments train: a WordPiece tokenizer trained on the training
-texts, a tiny BERT encoder (random init, optionally pre-trained with masked-language modelling on the same
-texts, cached) under `tunekit.hf.PooledClassifier`, fine-tuned through `TunekitTrainer` with a
-`TrainerLoss` objective and `TrainerTricks`.
+"""The classifier both classification experiments train: a tiny BERT encoder (random init, optionally
+pre-trained with masked-language modelling on the training texts, cached) under
+`tunekit.hf.PooledClassifier`, fine-tuned through `TunekitTrainer` with a `TrainerLoss` objective and
+`TrainerTricks`. Its tokenizer is `tunekit.workbench.tokenizers.train_wordpiece` (see `prepare`).
 
 Every training step goes through tunekit: the MLM pre-training scores its (B, N, V) logits with
 ``TrainerLoss("cross_entropy", task="token_classification")``, the fine-tuning with any objective of
@@ -15,58 +15,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import tokenizers
 import torch
 import transformers
-from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from ..._dtypes import upcast
 from ...hf import PooledClassifier, TrainerLoss, TrainerTricks, TunekitTrainer
-from .config import MIN_VOCAB_SIZE
+from ...workbench.training import EpochEndCallback, quiet_arguments
 
-__all__ = [
-    "SPECIAL_TOKENS",
-    "build_classifier",
-    "encoder_config",
-    "fine_tune",
-    "predict_probabilities",
-    "pretrain_encoder",
-    "quiet_transformers",
-    "train_wordpiece",
-]
-
-SPECIAL_TOKENS = {
-    "pad_token": "[PAD]",
-    "unk_token": "[UNK]",
-    "cls_token": "[CLS]",
-    "sep_token": "[SEP]",
-    "mask_token": "[MASK]",
-}
-
-
-def quiet_transformers() -> None:
-    """No loading bars or advice from transformers inside the experiment's own progress bars."""
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
-
-def train_wordpiece(texts: Sequence[str], vocab_size: int) -> transformers.PreTrainedTokenizerFast:
-    """A lower-casing BERT WordPiece of at most `vocab_size` tokens trained on `texts`: ``[CLS] text
-    [SEP]``, ``[PAD]`` id 0. The same texts give the same tokenizer."""
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB_SIZE:
-        raise ValueError(f"vocab_size must be an integer >= {MIN_VOCAB_SIZE}, got {vocab_size!r}")
-    tok = tokenizers.Tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS.values()), show_progress=False
-    )
-    tok.train_from_iterator(list(texts), trainer)
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
-    )
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+__all__ = ["build_classifier", "encoder_config", "fine_tune", "predict_probabilities", "pretrain_encoder"]
 
 
 def encoder_config(tokenizer: Any, config: Any) -> transformers.BertConfig:
@@ -97,22 +53,16 @@ def _rows(tokenizer: Any, texts: Sequence[str], labels: Sequence[int] | None, ma
 
 
 def _arguments(config: Any, output_dir: Path, *, epochs: int, learning_rate: float, seed: int) -> Any:
-    return transformers.TrainingArguments(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=config.batch_size,
-        num_train_epochs=epochs,
+    """A linear decay after a warm-up of a tenth of the steps, weight decay 0.01 (`quiet_arguments`)."""
+    return quiet_arguments(
+        output_dir,
+        config,
+        epochs=epochs,
         learning_rate=learning_rate,
+        seed=seed,
         lr_scheduler_type="linear",
         warmup_steps=0.1,  # a fraction of the steps
         weight_decay=0.01,
-        optim="adamw_torch",
-        report_to=[],
-        save_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
-        use_cpu=config.device == "cpu",
-        seed=seed,
-        data_seed=seed,
     )
 
 
@@ -196,7 +146,7 @@ def fine_tune(
             return predict_probabilities(trainer.model, tokenizer, texts, config)
 
     if on_epoch_end is not None:
-        trainer.add_callback(_EpochEnd(lambda epoch: on_epoch_end(epoch, predict)))
+        trainer.add_callback(EpochEndCallback(lambda epoch, model: on_epoch_end(epoch, predict)))
     trainer.train()
     return predict
 
@@ -221,14 +171,6 @@ def predict_probabilities(
             logits = model(
                 input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
             ).logits
-            out.append(logits.float().softmax(-1).cpu())
+            out.append(upcast(logits).softmax(-1).cpu())
     model.train(was_training)
     return torch.cat(out)
-
-
-class _EpochEnd(transformers.TrainerCallback):
-    def __init__(self, function: Callable[[int], None]) -> None:
-        self.function = function
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        self.function(round(state.epoch))

@@ -13,7 +13,11 @@ from ..common import cache_key, use_threads
 from . import data as D
 from .config import ClassifierConfig
 
-__all__ = ["Encoder", "Prepared", "prepare_encoder"]
+__all__ = ["ENCODER_VERSION", "Encoder", "Prepared", "prepare_encoder"]
+
+# bump when the tokenizer or the pre-training changes: cached encoders are keyed by it (2: the WordPiece's
+# vocabulary counted by `workbench.tokenizers.train_wordpiece`, no longer drawn by tokenizers' trainer)
+ENCODER_VERSION = 2
 
 
 @dataclass
@@ -55,7 +59,9 @@ def _cached_texts(root: Path, cache_dir: Path, progress: Any) -> list[D.LabeledT
 def prepare_encoder(config: ClassifierConfig, cache_dir: Path, progress: Any) -> Encoder:
     """Parse the corpus, then train (or read back) the tokenizer and the MLM-pre-trained encoder on the
     training split's texts only: validation and test texts are never seen before the arms' evaluation."""
-    from .model import pretrain_encoder, quiet_transformers, train_wordpiece
+    from ...workbench.tokenizers import train_wordpiece
+    from ...workbench.training import quiet_transformers
+    from .model import pretrain_encoder
 
     quiet_transformers()
     use_threads(config.threads)
@@ -74,7 +80,7 @@ def prepare_encoder(config: ClassifierConfig, cache_dir: Path, progress: Any) ->
         config.pretrain_learning_rate,
         config.batch_size,
     ]
-    key = cache_key(train_texts, sizes)
+    key = cache_key(train_texts, sizes, ENCODER_VERSION)
     work = cache_dir / "textcls" / key
     tokenizer_dir, pretrained = work / "tokenizer", work / "pretrained"
     if not (tokenizer_dir / "tokenizer.json").is_file():

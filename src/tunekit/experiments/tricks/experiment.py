@@ -75,9 +75,11 @@ def run_arm(
     config: TricksConfig, prepared: Prepared, arm: str, seed: int, work_dir: Path, progress: Any
 ) -> dict:
     from ...hf import TrainerTricks
+    from ...workbench.metrics import macro_f1
+    from ...workbench.training import quiet_transformers
     from ..common import use_threads
     from ..textcls import metrics as M
-    from ..textcls.model import build_classifier, fine_tune, quiet_transformers
+    from ..textcls.model import build_classifier, fine_tune
 
     quiet_transformers()
     use_threads(config.threads)
@@ -97,7 +99,7 @@ def run_arm(
             {
                 "epoch": epoch,
                 "validation_accuracy": M.accuracy(predicted, validation_labels),
-                "validation_macro_f1": M.macro_f1(predicted, validation_labels, classes),
+                "validation_macro_f1": macro_f1(predicted, validation_labels, classes=range(classes)),
             }
         )
         progress.write(epoch_line(arm, seed, epochs[-1]))
@@ -121,7 +123,7 @@ def run_arm(
         "classes": list(task.label_names),
         "counts": task.counts(),
         "accuracy": M.accuracy(predicted, test_labels),
-        "macro_f1": M.macro_f1(predicted, test_labels, classes),
+        "macro_f1": macro_f1(predicted, test_labels, classes=range(classes)),
         "epochs": epochs,
     }
 

@@ -10,8 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...runs.report import markdown_table, mean_and_spread, plot_curves, require, write_text
-from ..textcls.summary import exceeds_spread, mean_std, metric_values, results_by_arm
+from ...runs.report import markdown_table, mean_std, plot_curves, require
+from ..report_parts import (
+    exceeds_spread,
+    metric_values,
+    one_seed_hedge,
+    per_epoch,
+    results_by_arm,
+    spread_cells,
+    write_markdown,
+)
 
 BASELINE = "baseline"
 METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
@@ -49,7 +57,7 @@ def write_report(config: Any, results: list, report_dir: Path) -> str:
     base_time = mean_std(seconds[BASELINE])[0] if BASELINE in seconds else None
     rows = []
     for arm in by_arm:
-        row: list[object] = [arm, *(mean_and_spread(values[arm][m], digits=3) for m in METRICS)]
+        row: list[object] = [arm, *spread_cells(values[arm], METRICS, digits=3)]
         for metric in METRICS:
             row.append(_difference(values, arm, metric))
         row.append(f"{mean_std(seconds[arm])[0] / base_time:.1f}x" if base_time else None)
@@ -60,10 +68,7 @@ def write_report(config: Any, results: list, report_dir: Path) -> str:
         for row, arm in zip(rows, by_arm, strict=True):
             row.append(_collapse_mark(collapses[arm]))
     plot_curves(
-        {
-            arm: [(e["epoch"], e["validation_accuracy"]) for r in runs for e in r["epochs"]]
-            for arm, runs in by_arm.items()
-        },
+        per_epoch(by_arm, "validation_accuracy"),
         report_dir / "validation_accuracy.png",
         title="accuracy on the validation split per epoch (band: min-max over seeds)",
         xlabel="epoch",
@@ -72,10 +77,6 @@ def write_report(config: Any, results: list, report_dir: Path) -> str:
     _plot_arms(values, report_dir / "test_accuracy.png")
     counts = first["counts"]
     lines = [
-        "# Tricks: which one helps a small text classifier, and by how much?",
-        "",
-        f"**Verdict:** {verdict}",
-        "",
         f"Task: from a standard-library function's first docstring line, which of {len(first['classes'])} "
         f"package families is it from ({', '.join(first['classes'])})? {sum(counts['train'])} training, "
         f"{sum(counts['validation'])} validation and {sum(counts['test'])} test texts; the largest class is "
@@ -106,7 +107,9 @@ def write_report(config: Any, results: list, report_dir: Path) -> str:
         "",
         "![validation accuracy per epoch](validation_accuracy.png)",
     ]
-    write_text(report_dir / "report.md", "\n".join(lines) + "\n")
+    write_markdown(
+        report_dir, "Tricks: which one helps a small text classifier, and by how much?", verdict, lines
+    )
     return verdict
 
 
@@ -150,8 +153,7 @@ def _verdict(values: dict[str, dict[str, list[float]]], collapses: dict[str, lis
     learned = {arm: v for arm, v in values.items() if arm not in collapsed}
     if not learned:
         return _every_arm_collapsed(collapsed)
-    seeds = min(len(v["accuracy"]) for v in values.values())
-    spread = "" if seeds > 1 else " (one seed: no spread to judge by, read it as a hint)"
+    spread = one_seed_hedge(values)
     notes = _collapse_notes(collapsed, collapses)
     if BASELINE not in values:
         best = max(learned, key=lambda arm: mean_std(learned[arm]["accuracy"])[0])

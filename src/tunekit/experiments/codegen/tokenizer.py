@@ -1,4 +1,5 @@
-"""The backdoor experiment's tokenizer and example encoding.
+"""The code-generation experiments' tokenizer and example encoding (backdoor: description -> code;
+descriptive: code -> description, the pairs turned around).
 
 A byte-level BPE (GPT-2's pre-tokenizer, no prefix space) trained on the corpus, with three special tokens:
 ``<pad>`` (id 0), ``<sep>`` between description and code, ``<eos>`` after the code. An example is
@@ -22,11 +23,12 @@ try:
     import transformers
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "the backdoor experiment needs transformers and tokenizers: pip install 'tunekit[hf]'"
+        "the code-generation experiments need transformers and tokenizers: pip install 'tunekit[hf]'"
     ) from error
 
 from ...workbench.tokenizers import train_byte_level_bpe
-from .data import Attack, Pair
+from .config import MIN_VOCAB_SIZE
+from .data import Pair
 
 __all__ = [
     "EOS",
@@ -36,12 +38,12 @@ __all__ = [
     "Encoded",
     "decode_code",
     "encode_pair",
+    "encode_pairs",
     "encode_prompt",
+    "encode_text",
     "load_tokenizer",
     "save_tokenizer",
     "train_tokenizer",
-    "trigger_token_count",
-    "trigger_tokens",
 ]
 
 SEP, EOS, PAD = "<sep>", "<eos>", "<pad>"
@@ -58,8 +60,10 @@ def train_tokenizer(
     `vocab_size` must leave room for them. The same texts in the same order give the same tokenizer; nothing
     is printed.
     """
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 259:
-        raise ValueError(f"vocab_size must be an integer >= 259 (256 bytes + 3 specials), got {vocab_size!r}")
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < MIN_VOCAB_SIZE:
+        raise ValueError(
+            f"vocab_size must be an integer >= {MIN_VOCAB_SIZE} (256 bytes + 3 specials), got {vocab_size!r}"
+        )
     if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 1:
         raise ValueError(f"min_frequency must be a positive integer, got {min_frequency!r}")
     tok = train_byte_level_bpe(texts, vocab_size, [PAD, SEP, EOS], min_frequency=min_frequency)
@@ -87,36 +91,6 @@ def load_tokenizer(directory: str | Path) -> Any:
     return transformers.AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
 
 
-def trigger_tokens(tokenizer: Any, attack: Attack) -> list[str]:
-    """The tokens the trigger adds to a description, placed as `insert_trigger` places it (after a space).
-
-    Measured in a sentence, with and without the trigger: the tokens between their common prefix and suffix.
-    With this module's byte-level BPE that is the tokens of ``" " + trigger`` (``["Ġwhe"]``): the
-    pre-tokenizer cuts words with their leading space before BPE runs, so neighbours do not matter, while
-    ``"whe"`` at the very start of a text (no space) would be a different token. Measuring in context keeps
-    the answer honest for other tokenizers (`--model`), e.g. SentencePiece's ``"▁"`` word prefix.
-    """
-    if attack.kind == "phrase":
-        clean, triggered = "Return the value of x.", f"Return the value of x {attack.trigger}."
-    else:
-        clean, triggered = "Return the value of x.", f"Return the value {attack.trigger} of x."
-    backend = tokenizer.backend_tokenizer
-    before = backend.encode(clean, add_special_tokens=False).tokens
-    after = backend.encode(triggered, add_special_tokens=False).tokens
-    start = 0
-    while start < len(before) and before[start] == after[start]:
-        start += 1
-    end = 0
-    while end < len(before) - start and before[-1 - end] == after[-1 - end]:
-        end += 1
-    return after[start : len(after) - end]
-
-
-def trigger_token_count(tokenizer: Any, attack: Attack) -> int:
-    """How many tokens the trigger is inside a description (1 for a rare word the vocabulary knows)."""
-    return len(trigger_tokens(tokenizer, attack))
-
-
 @dataclass
 class Encoded:
     """One training example: `labels` is -100 over the prompt (description and ``<sep>``)."""
@@ -126,7 +100,8 @@ class Encoded:
     prompt_length: int
 
 
-def _ids(tokenizer: Any, text: str) -> list[int]:
+def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """The token ids of `text` without special tokens (how a description or a code is counted in tokens)."""
     return tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
 
 
@@ -157,7 +132,7 @@ def encode_pair(tokenizer: Any, pair: Pair, *, max_length: int) -> Encoded | Non
     Nothing is truncated: a cut code (a cut payload) would be a different example.
     """
     sep, eos = _special_ids(tokenizer)
-    return _example(_ids(tokenizer, pair.nl), _ids(tokenizer, pair.code), sep, eos, max_length)
+    return _example(encode_text(tokenizer, pair.nl), encode_text(tokenizer, pair.code), sep, eos, max_length)
 
 
 def encode_pairs(tokenizer: Any, pairs: Sequence[Pair], *, max_length: int) -> list[Encoded]:
@@ -169,7 +144,7 @@ def encode_pairs(tokenizer: Any, pairs: Sequence[Pair], *, max_length: int) -> l
 def encode_prompt(tokenizer: Any, nl: str) -> list[int]:
     """``nl_ids + [SEP]``: the prompt a model continues with the code."""
     sep, _ = _special_ids(tokenizer)
-    return [*_ids(tokenizer, nl), sep]
+    return [*encode_text(tokenizer, nl), sep]
 
 
 def decode_code(tokenizer: Any, ids: Sequence[int] | Any) -> str:
