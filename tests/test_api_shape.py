@@ -293,3 +293,44 @@ def test_the_core_imports_no_integration():
                     names = [node.module or ""]
                 heavy = [n for n in names if n.split(".")[0] in ("transformers", "trl", "peft", "tokenizers")]
                 assert not heavy, (path, heavy)
+
+
+@pytest.mark.parametrize(
+    ("name", "task", "options", "message"),
+    [
+        (
+            "focal",
+            "sequence_classification",
+            {"gama": 2},
+            "focal has no option gama; its options: gamma (default 2.0)",
+        ),
+        # what the entry fixes, and what the integration sets, are not the user's to change
+        ("dice", "sequence_classification", {"mode": "multilabel"}, "dice has no option mode"),
+        ("cross_entropy", "causal_lm", {"reduction": "sum"}, "cross_entropy has no option reduction"),
+    ],
+)
+def test_trainer_loss_takes_only_the_objectives_own_options(name, task, options, message):
+    with pytest.raises(ValueError) as error:
+        TrainerLoss(name, task=task, **options)
+    assert str(error.value).startswith(message)
+
+
+def test_a_module_instance_is_matched_to_its_own_entry():
+    from tunekit.losses import DiceLoss
+
+    loss = TrainerLoss(DiceLoss(mode="multilabel", batch_dice=True), task="sequence_classification")
+    assert loss.problem_type == "multi_label_classification" and loss.per_item is False
+
+
+def test_rdrop_is_refused_for_objectives_without_a_softmax():
+    import torch
+    from torch import nn
+
+    class Head(nn.Module):
+        def forward(self, input_ids):
+            return {"logits": torch.randn(input_ids.shape[0], 1)}
+
+    batch = {"input_ids": torch.zeros(4, 3, dtype=torch.long), "labels": torch.randn(4)}
+    loss = TrainerLoss("mse_corr", task="sequence_classification")
+    with pytest.raises(ValueError, match="rdrop_weight applies to single-label objectives"):
+        loss.compute(Head(), batch, rdrop_weight=1.0)

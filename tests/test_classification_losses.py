@@ -1,7 +1,7 @@
 """Classification and regression objectives (focal, binary focal, dice, MSE + correlation) and R-Drop's KL:
 values and gradients against the float64 references in reference.py, known values, equivalences with torch,
 edge cases (saturated half-precision logits, all-ignored batches, absent classes, flat columns, devices),
-and the contract every entry of ``tunekit.losses.CLASSIFICATION_LOSSES`` shares.
+and the contract every entry of ``tunekit.losses.registry.CLASSIFICATION_LOSSES`` shares.
 
 Half-precision inputs are built in their dtype first; the reference then gets float64 copies of those
 rounded values, so the comparisons measure tunekit's float32 arithmetic, not the input rounding.

@@ -354,13 +354,16 @@ def test_focal_needs_two_classes(num_classes):
 
 
 @pytest.mark.parametrize("shape", [(0,), (0, 2)], ids=str)
-def test_mse_corr_empty_batch_raises(shape):
-    with pytest.raises(ValueError, match=r"pred must have a non-empty batch dimension"):
-        mse_corr_loss(torch.empty(shape), torch.empty(shape))
+def test_mse_corr_empty_batch_is_zero_with_a_zero_gradient(shape):
+    pred = torch.empty(shape, requires_grad=True)
+    loss = mse_corr_loss(pred, torch.empty(shape))
+    assert loss.item() == 0 and loss.dtype == torch.float32
+    loss.backward()
+    assert pred.grad.shape == shape
 
 
 def test_mse_corr_0d_pred_raises():
-    with pytest.raises(ValueError, match=r"pred must have a non-empty batch dimension, got shape \(\)"):
+    with pytest.raises(ValueError, match=r"pred must have a batch dimension, got shape \(\)"):
         mse_corr_loss(torch.tensor(1.0, requires_grad=True), torch.tensor(0.5))
 
 

@@ -23,7 +23,7 @@ from tunekit.hf import TrainerLoss
 def test_the_mixture_is_the_weighted_sum_of_the_references(weight, num_items):
     logits = make_logits((3, 7), 11, dtype=torch.float64)
     labels = make_prompted_labels(3, 7, 11)
-    loss = MLESMILEMixture(weight, subset="sequence")(logits, labels, num_items_in_batch=num_items)
+    loss = MLESMILEMixture(mle_weight=weight, subset="sequence")(logits, labels, num_items_in_batch=num_items)
     (grad,) = torch.autograd.grad(loss, logits)
     reference_logits = logits.detach().clone().requires_grad_(True)
     expected = weight * ref_cross_entropy(reference_logits, labels, num_items_in_batch=num_items) + (
@@ -37,14 +37,14 @@ def test_the_mixture_is_the_weighted_sum_of_the_references(weight, num_items):
 def test_the_mixture_passes_smile_options_on():
     logits = make_logits((2, 6), 9, dtype=torch.float64, requires_grad=False)
     labels = make_prompted_labels(2, 6, 9)
-    loss = MLESMILEMixture(0.0, first_token_mle=False)(logits, labels)
+    loss = MLESMILEMixture(mle_weight=0.0, first_token_mle=False)(logits, labels)
     torch.testing.assert_close(loss, ref_smile_loss(logits, labels, first_token_mle=False))
 
 
 @pytest.mark.parametrize("weight", [-0.1, 1.5, "0.01", True])
 def test_a_bad_mixture_weight_is_named(weight):
     with pytest.raises(ValueError, match=r"mle_weight must be a number in \[0, 1\], got"):
-        MLESMILEMixture(weight)
+        MLESMILEMixture(mle_weight=weight)
 
 
 def test_every_arm_builds_a_trainer_loss():

@@ -313,7 +313,7 @@ def test_tricks_and_objectives_are_applied(tmp_path):
 
 
 def test_badam_trains_one_layer_at_a_time(tmp_path):
-    """--optimizer badam on a causal LM with layer decay: the layers are trained, the embeddings and head stay
+    """--badam on a causal LM with layer decay: the layers are trained, the embeddings and head stay
     as initialised (a resume mid-block is tested through the Trainer in test_hf_badam.py)."""
     options = {"badam": "true", "switch_every": "3", "block_order": "descending", "layer_decay": "0.8"}
     results, config = generation_run(tmp_path, "straight", **options)

@@ -1,6 +1,6 @@
 """Token-level losses (logits form): values and gradients against the naive references in reference.py.
 
-Shared semantics are parametrised over the registry ``tunekit.losses.TOKEN_LOSSES``, so a newly
+Shared semantics are parametrised over the registry ``tunekit.losses.registry.TOKEN_LOSSES``, so a newly
 registered objective is exercised too; per-objective tests follow.
 """
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._dtypes import upcast
+from ..losses.registry import GENERATION_TASKS, SINGLE_LABEL
 from ..workbench.metrics import macro_f1
 from .encode import IGNORE_INDEX
 
@@ -44,9 +45,9 @@ REGRESSION_METRICS = ("mse", "pearson")
 GENERATION_METRICS = ("token_accuracy", "cross_entropy", "perplexity")
 
 
-def metric_names(task: str, problem_type: str = "single_label_classification") -> tuple[str, ...]:
+def metric_names(task: str, problem_type: str = SINGLE_LABEL) -> tuple[str, ...]:
     """The evaluation metrics of a task (and, for sequence classification, its problem type)."""
-    if task in ("causal_lm", "seq2seq"):
+    if task in GENERATION_TASKS:
         return GENERATION_METRICS
     if task == "sequence_classification" and problem_type == "multi_label_classification":
         return MULTI_LABEL_METRICS
@@ -56,7 +57,7 @@ def metric_names(task: str, problem_type: str = "single_label_classification") -
 
 
 def preprocess_for(
-    task: str, problem_type: str = "single_label_classification"
+    task: str, problem_type: str = SINGLE_LABEL
 ) -> Callable[[Tensor, Tensor], Tensor | tuple[Tensor, ...]]:
     """``preprocess_logits_for_metrics(logits, labels)``: the argmax (B, N) / (B,) for classification; the
     logits (B, C) for multi-label and the predictions (B,) for regression (both small, kept in fp32, fp64
@@ -83,14 +84,12 @@ def preprocess_for(
         ).view_as(target)
         return logits.argmax(-1), nll, target
 
-    if task == "sequence_classification" and problem_type != "single_label_classification":
+    if task == "sequence_classification" and problem_type != SINGLE_LABEL:
         return multi_label if problem_type == "multi_label_classification" else regression
-    return generation if task in ("causal_lm", "seq2seq") else classification
+    return generation if task in GENERATION_TASKS else classification
 
 
-def compute_metrics_for(
-    task: str, problem_type: str = "single_label_classification"
-) -> Callable[[object], dict[str, float]]:
+def compute_metrics_for(task: str, problem_type: str = SINGLE_LABEL) -> Callable[[object], dict[str, float]]:
     """``compute_metrics(EvalPrediction)`` of the task (see the module docstring)."""
     if task == "sequence_classification" and problem_type == "multi_label_classification":
         return lambda prediction: multi_label_metrics(prediction.predictions, prediction.label_ids)
@@ -119,7 +118,7 @@ def compute_metrics_for(
             "perplexity": math.exp(min(cross_entropy, 700.0)),
         }
 
-    return generation if task in ("causal_lm", "seq2seq") else classification
+    return generation if task in GENERATION_TASKS else classification
 
 
 def multi_label_metrics(logits: np.ndarray, gold: np.ndarray) -> dict[str, float]:

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..losses.registry import GENERATION_TASKS, SINGLE_LABEL
 from ..runs.config import config_to_dict
 from ..runs.report import (
     format_duration,
@@ -109,7 +110,7 @@ def _markdown(
     plots: Sequence[str],
     options_yaml: str,
 ) -> str:
-    multi_or_regression = facts.get("problem_type") not in (None, "single_label_classification")
+    multi_or_regression = facts.get("problem_type") not in (None, SINGLE_LABEL)
     status = "finished" if complete else f"in progress: {len(epochs)} of {config.epochs} epochs"
     lines = [
         f"# tunekit train: {config.task}" + (f" ({facts['problem_type']})" if multi_or_regression else ""),
@@ -193,7 +194,7 @@ def _metric_notes(task: str, problem_type: str) -> str:
             "of the predictions and `pearson` their correlation with the targets over the evaluation "
             "examples."
         )
-    if task in ("causal_lm", "seq2seq"):
+    if task in GENERATION_TASKS:
         return (
             "`eval_loss` is the training objective on the evaluation data; `cross_entropy` is the mean "
             "negative log-likelihood per target token (whatever the objective), `perplexity` its exp, "

@@ -232,6 +232,11 @@ class TrainerLoss:
                 during the objective's own pass (`ModelLoss.statistics`; the first pass under R-Drop).
         """
         check_non_negative("rdrop_weight", rdrop_weight)
+        if rdrop_weight and self.problem_type != SINGLE_LABEL:
+            raise ValueError(
+                f"rdrop_weight applies to single-label objectives (a KL between two softmaxes), not to "
+                f"{self.objective!r}, which scores {self.problem_type} labels"
+            )
         inputs = dict(inputs)
         labels = inputs.pop("labels", None)
         target = self._aligned_target(labels, inputs.pop("shift_labels", None))
@@ -403,8 +408,13 @@ def _with_decoder_inputs(model: nn.Module, inputs: dict[str, Any], labels: Tenso
 
 
 def _build(name: str, task: str, ignore_index: int, kwargs: dict) -> tuple[nn.Module, Any]:
-    """(module, registry entry) of a registered objective that fits the task (`find_objective`)."""
+    """(module, registry entry) of a registered objective that fits the task (`find_objective`), built with
+    options of its own (`spec.options`); the module checks their values."""
     spec = find_objective(name, task)
+    unknown = sorted(set(kwargs) - set(spec.options))
+    if unknown:
+        offered = ", ".join(f"{k} (default {v!r})" for k, v in spec.options.items()) or "none"
+        raise ValueError(f"{name} has no option {', '.join(unknown)}; its options: {offered}")
     options = {**getattr(spec, "kwargs", {}), **kwargs}
     if "ignore_index" in inspect.signature(spec.module).parameters:
         options["ignore_index"] = ignore_index
@@ -412,9 +422,13 @@ def _build(name: str, task: str, ignore_index: int, kwargs: dict) -> tuple[nn.Mo
 
 
 def _spec_of(objective: Callable) -> Any:
-    """The registry entry of a tunekit loss module or function, or None for another callable."""
+    """The registry entry of a tunekit loss module or function, or None for another callable. A module
+    matches an entry whose fixed options it has (a multilabel `DiceLoss` is "multilabel_dice")."""
     for spec in (*TOKEN_LOSSES.values(), *CLASSIFICATION_LOSSES.values()):
-        if type(objective) is spec.module or objective is spec.function:
+        fixed = getattr(spec, "kwargs", {}).items()
+        if type(objective) is spec.module and all(getattr(objective, k, v) == v for k, v in fixed):
+            return spec
+        if objective is spec.function:
             return spec
     return None
 

@@ -1,9 +1,9 @@
 """`TrainerTricks`: which tricks `TunekitTrainerMixin` applies, one typed field each.
 
-It imports neither `transformers` nor the Trainer, so a command line can read its fields (their types,
-defaults and ``metadata["help"]``, as Hugging Face's ``TrainingArguments`` does) without paying for them:
-``tunekit train`` turns each field into a flag. Each trick checks its own options (`EMA.check_options`,
-`PGD.check_options`, ...): this class only names them after its fields.
+It imports neither the Trainer (the heavy part of transformers) nor TRL or PEFT, so a command line can read
+its fields (their types, defaults and ``metadata["help"]``, as Hugging Face's ``TrainingArguments`` does)
+cheaply: ``tunekit train`` turns each field into a flag. Each trick checks its own options
+(`EMA.check_options`, `PGD.check_options`, ...): this class only names them after its fields.
 """
 
 from __future__ import annotations
@@ -56,15 +56,14 @@ class TrainerTricks:
         "optimizer), for the gradients and optimizer state of one layer",
     )
     switch_every: int = _option(50, "BAdam's optimizer steps per block", of="badam")
-    block_order: str = _option(
+    block_order: Literal[ORDERS] = _option(
         "random",
-        f"BAdam's order of the blocks: {', '.join(ORDERS)} (random: a new permutation each round, seeded by "
-        "the Trainer's seed)",
+        "BAdam's order of the blocks (random: a new permutation each round, seeded by the Trainer's seed)",
         of="badam",
     )
-    outside_layers: str = _option(
+    outside_layers: Literal[OUTSIDE_LAYERS] = _option(
         "frozen",
-        f"BAdam's parameters outside the layers (embeddings, final norm, head): {', '.join(OUTSIDE_LAYERS)}",
+        "BAdam's parameters outside the layers (embeddings, final norm, head)",
         of="badam",
     )
 

@@ -21,7 +21,8 @@ def mse_corr_loss(pred: Tensor, target: Tensor, *, corr_weight: float = 1.5, eps
 
     The correlation is over the batch, so it is a batch-level statistic (no ``reduction``, no
     ``num_items_in_batch``). A column without variation in pred or target (constant, a batch of one, or
-    ``sqrt((a ** 2).sum(0) * (b ** 2).sum(0)) <= eps``) gets r = 0, not NaN, and no gradient through r.
+    ``sqrt((a ** 2).sum(0) * (b ** 2).sum(0)) <= eps``) gets r = 0, not NaN, and no gradient through r. An
+    empty batch gives 0 and a zero gradient.
 
     Args:
         pred: (N,) or (N, D) float predictions (trailing dimensions past the first are columns);
@@ -47,8 +48,10 @@ def mse_corr_loss(pred: Tensor, target: Tensor, *, corr_weight: float = 1.5, eps
     if pred.dim() == 2 and pred.shape[1] == 1 and isinstance(target, Tensor) and target.dim() == 1:
         target = target.unsqueeze(1)  # a regression head's (N, 1) output against (N,) labels
     check_same_shape("pred", pred, "target", target)
-    if pred.dim() == 0 or pred.shape[0] == 0:
-        raise ValueError(f"pred must have a non-empty batch dimension, got shape {tuple(pred.shape)}")
+    if pred.dim() == 0:
+        raise ValueError(f"pred must have a batch dimension, got shape {tuple(pred.shape)}")
+    if pred.shape[0] == 0:  # an empty batch scores 0, as every objective's does, with a zero gradient
+        return upcast(pred).sum() * 0
     if pred.numel() == 0:
         raise ValueError(f"pred must have at least one output column, got shape {tuple(pred.shape)}")
     x = upcast(pred).reshape(pred.shape[0], -1)

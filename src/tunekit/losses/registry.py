@@ -1,6 +1,6 @@
 """The registries of objectives, and what each one supports: the integrations, the command line, the shared
-tests, the benchmarks and the demo read them, so a new objective is one entry here plus its math, and no
-other place lists tasks, problem types, objectives or their options.
+tests and the demo read them, so a new objective is one entry here plus its math, and no other place lists
+tasks, problem types, objectives or their options.
 
 `TOKEN_LOSSES` replace cross-entropy on sequences (logits and fused-linear forms); `CLASSIFICATION_LOSSES`
 score the output of a classification or regression head, keyed by the Hugging Face ``problem_type`` whose
@@ -37,6 +37,7 @@ __all__ = [
     "CLASSIFICATION_LOSSES",
     "GENERATION_TASKS",
     "PROBLEM_TYPES",
+    "SINGLE_LABEL",
     "TASKS",
     "TOKEN_LOSSES",
     "ClassificationLossSpec",

@@ -89,8 +89,7 @@ class BackdoorConfig:
 
     def validate(self) -> None:
         check_arms(self.arms, ARM_OBJECTIVES)
-        if not 0 < self.poison_rate < 1:
-            raise ValueError(f"poison_rate must be in (0, 1), got {self.poison_rate!r}")
+        check_fraction("poison_rate", self.poison_rate, zero_ok=False, one_ok=False)
         check_at_least(
             self,
             (

@@ -1,7 +1,7 @@
 """The arms of the descriptive experiment: the objective each fine-tunes with.
 
 Each maps the config to ``(objective, options)`` for `tunekit.experiments.codegen.model.train`: a name
-registered in `tunekit.losses.TOKEN_LOSSES` with its options, or a loss module with how it reduces
+registered in `tunekit.losses.registry.TOKEN_LOSSES` with its options, or a loss module with how it reduces
 (`TrainerLoss`'s ``per_item``).
 """
 
@@ -17,7 +17,10 @@ ARM_OBJECTIVES: dict[str, Callable[[Any], tuple[Any, dict]]] = {
     "smile": lambda c: ("smile", {"subset": "sequence"}),
     "smile_no_first_mle": lambda c: ("smile", {"subset": "sequence", "first_token_mle": False}),
     # a sum over the supervised tokens divided by num_items_in_batch, as its two terms
-    "mle+smile": lambda c: (MLESMILEMixture(c.mix_mle_weight, subset="sequence"), {"per_item": True}),
+    "mle+smile": lambda c: (
+        MLESMILEMixture(mle_weight=c.mix_mle_weight, subset="sequence"),
+        {"per_item": True},
+    ),
     "smile_random": lambda c: ("smile", {"subset": "random", "num_random": c.num_random}),
     "smile_reverse": lambda c: ("smile", {"subset": "reverse"}),
 }

@@ -5,33 +5,29 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..._checks import check_fraction
 from ...losses import cross_entropy, smile_loss
 
 
 class MLESMILEMixture(nn.Module):
-    """``mle_weight * cross_entropy(logits, labels) + (1 - mle_weight) * smile_loss(logits, labels, ...)``.
+    """``mle_weight * cross_entropy(logits, target) + (1 - mle_weight) * smile_loss(logits, target, ...)``.
 
-    logits (B, N, V), labels (B, N) with ``-100`` where nothing is supervised. Both terms are summed over the
+    logits (B, N, V), target (B, N) with ``-100`` where nothing is supervised. Both terms are summed over the
     supervised tokens and divided by the same count (``num_items_in_batch`` when given, else the batch's own
     count), so the weights are the weights of two per-token means. ``smile_options`` go to `smile_loss`.
     """
 
-    def __init__(self, mle_weight: float = 0.01, **smile_options) -> None:
+    def __init__(self, *, mle_weight: float = 0.01, **smile_options) -> None:
         super().__init__()
-        if (
-            isinstance(mle_weight, bool)
-            or not isinstance(mle_weight, (int, float))
-            or not 0 <= mle_weight <= 1
-        ):
-            raise ValueError(f"mle_weight must be a number in [0, 1], got {mle_weight!r}")
+        check_fraction("mle_weight", mle_weight, zero_ok=True, one_ok=True)
         self.mle_weight = float(mle_weight)
         self.smile_options = smile_options
 
     def forward(
-        self, logits: Tensor, labels: Tensor, num_items_in_batch: int | Tensor | None = None
+        self, logits: Tensor, target: Tensor, num_items_in_batch: int | Tensor | None = None
     ) -> Tensor:
-        mle = cross_entropy(logits, labels, num_items_in_batch=num_items_in_batch)
-        smile = smile_loss(logits, labels, num_items_in_batch=num_items_in_batch, **self.smile_options)
+        mle = cross_entropy(logits, target, num_items_in_batch=num_items_in_batch)
+        smile = smile_loss(logits, target, num_items_in_batch=num_items_in_batch, **self.smile_options)
         return self.mle_weight * mle + (1 - self.mle_weight) * smile
 
     def extra_repr(self) -> str:

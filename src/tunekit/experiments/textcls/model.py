@@ -5,7 +5,7 @@ pre-trained with masked-language modelling on the training texts, cached) under
 
 Every training step goes through tunekit: the MLM pre-training scores its (B, N, V) logits with
 ``TrainerLoss("cross_entropy", task="token_classification")``, the fine-tuning with any objective of
-`tunekit.losses.CLASSIFICATION_LOSSES` for ``task="sequence_classification"``.
+`tunekit.losses.registry.CLASSIFICATION_LOSSES` for ``task="sequence_classification"``.
 """
 
 from __future__ import annotations

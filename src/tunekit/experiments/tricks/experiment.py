@@ -51,16 +51,27 @@ class TricksConfig(ClassifierConfig):
         super().validate()
         check_arms(self.arms, ARMS)
         check_at_least(self, ("families",), minimum=2)
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
-        if not 0 < self.layer_decay <= 1:
-            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay!r}")
-        for name in ("fgm_epsilon", "pgd_epsilon", "pgd_step_size"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        check_at_least(self, ("pgd_steps",))
-        if self.rdrop_weight < 0:
-            raise ValueError(f"rdrop_weight must be >= 0, got {self.rdrop_weight!r}")
+        from ..._checks import check_non_negative  # torch-free, but the tricks import torch: only here
+        from ...tricks import EMA, FGM, PGD, check_layer_decay_options
+
+        # each arm's options in the trick's own ranges (its check_options), named as this config names them
+        for check, names in (
+            (EMA.check_options, {"ema_decay": "decay"}),
+            (FGM.check_options, {"fgm_epsilon": "epsilon"}),
+            (
+                PGD.check_options,
+                {"pgd_epsilon": "epsilon", "pgd_step_size": "step_size", "pgd_steps": "steps"},
+            ),
+            (check_layer_decay_options, {"layer_decay": "layer_decay"}),
+        ):
+            try:
+                check(**{keyword: getattr(self, name) for name, keyword in names.items()})
+            except ValueError as error:
+                name = next((n for n, k in names.items() if str(error).startswith(f"{k} ")), None)
+                if name is None:
+                    raise
+                raise ValueError(name + str(error)[len(names[name]) :]) from None
+        check_non_negative("rdrop_weight", self.rdrop_weight)
 
 
 def prepare(config: TricksConfig, cache_dir: Path, progress: Any) -> Prepared:
