@@ -45,7 +45,11 @@ def test_the_registries_live_in_their_own_module():
         assert name not in tunekit.losses.__all__ and not hasattr(tunekit.losses, name)
 
 
-@pytest.mark.parametrize("spec", [*TOKEN_LOSSES.values(), *CLASSIFICATION_LOSSES.values()], ids=repr)
+@pytest.mark.parametrize(
+    "spec",
+    [*TOKEN_LOSSES.values(), *CLASSIFICATION_LOSSES.values()],
+    ids=lambda spec: f"{type(spec).__name__}:{spec.name}",
+)
 def test_each_entry_reads_its_options_from_its_module(spec):
     """The options are the constructor's keyword-only arguments (less ignore_index / reduction and what the
     entry fixes), with the constructor's defaults: written once, in the module."""

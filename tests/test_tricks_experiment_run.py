@@ -81,10 +81,10 @@ def test_the_verdict_compares_with_the_baseline_only_when_it_ran(cache, tmp_path
     "flags, message",
     [
         (["--arms", "baseline,swa"], "arms must be some of"),
-        (["--layer-decay", "0"], "layer_decay must be in (0, 1]"),
+        (["--layer-decay", "0"], "layer_decay must be a number in (0, 1]"),
         (["--families", "1"], "families must be >= 2"),
         (["--families", "100000"], "count must be an integer in [2,"),
-        (["--ema-decay", "1"], "ema_decay must be in [0, 1)"),
+        (["--ema-decay", "1"], "ema_decay must be a number in [0, 1)"),
     ],
 )
 def test_bad_options_are_clear_errors(flags, message, tmp_path, capsys, cache):
