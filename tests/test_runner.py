@@ -581,10 +581,10 @@ def test_markdown_table_and_mean_and_spread():
     ]
     with pytest.raises(ValueError, match="row 0 has 1 cells, the table has 2 columns"):
         markdown_table(["a", "b"], [[1]])
-    # cells already formatted as text: the caller names the columns to right-align
-    assert markdown_table(["n", "text"], [["12", "a\nb"]], right_aligned={0}).splitlines() == [
+    # a line break in a cell becomes a space; a number written as text is text (left-aligned)
+    assert markdown_table(["n", "text"], [["12", "a\nb"]]).splitlines() == [
         "| n | text |",
-        "|---:|---|",
+        "|---|---|",
         "| 12 | a b |",
     ]
     assert mean_and_spread([1.0, 2.0, 3.0]) == "2.00 ± 1.00 (n=3)"

@@ -5,8 +5,23 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable, Mapping
 
 from torch import Tensor
+
+
+def check_fields(check: Callable[..., None], owner: object, keywords: Mapping[str, str]) -> None:
+    """Run another component's option check on fields of `owner` that it names otherwise: ``check(**{keyword:
+    owner.field})`` for field -> keyword in `keywords`; its ValueError then names the field, not the keyword
+    (``decay must be ...`` from `EMA.check_options` becomes ``ema_decay must be ...``)."""
+    try:
+        check(**{keyword: getattr(owner, field) for field, keyword in keywords.items()})
+    except ValueError as error:
+        message = str(error)
+        for field, keyword in keywords.items():
+            if message.startswith(f"{keyword} "):
+                raise ValueError(field + message[len(keyword) :]) from None
+        raise
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

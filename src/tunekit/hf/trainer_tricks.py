@@ -8,11 +8,10 @@ cheaply: ``tunekit train`` turns each field into a flag. Each trick checks its o
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from .._checks import check_choice, check_flag, check_non_negative
+from .._checks import check_choice, check_fields, check_flag, check_non_negative
 from ..tricks.adversarial import FGM, PGD
 from ..tricks.block_optimizer import ORDERS, OUTSIDE_LAYERS, BlockOptimizer
 from ..tricks.ema import EMA
@@ -70,31 +69,24 @@ class TrainerTricks:
     def __post_init__(self) -> None:
         self._refuse_options_of_tricks_that_are_off()
         if self.ema_decay is not None:
-            self._check(
-                EMA.check_options,
-                ema_decay="decay",
-                ema_warmup="warmup",
-                ema_update_after_step="update_after_step",
-            )
+            ema = {"ema_decay": "decay", "ema_warmup": "warmup", "ema_update_after_step": "update_after_step"}
+            check_fields(EMA.check_options, self, ema)
         check_flag("ema_evaluate", self.ema_evaluate)
         check_flag("ema_save", self.ema_save)
         check_choice("adversarial", self.adversarial, (None, "fgm", "pgd"))
         if self.adversarial == "fgm":
-            self._check(FGM.check_options, adversarial_epsilon="epsilon")
+            check_fields(FGM.check_options, self, {"adversarial_epsilon": "epsilon"})
         elif self.adversarial == "pgd":
-            self._check(
-                PGD.check_options, adversarial_epsilon="epsilon", pgd_step_size="step_size", pgd_steps="steps"
-            )
+            pgd = {"adversarial_epsilon": "epsilon", "pgd_step_size": "step_size", "pgd_steps": "steps"}
+            check_fields(PGD.check_options, self, pgd)
         check_non_negative("rdrop_weight", self.rdrop_weight)
         if self.layer_decay is not None:
-            self._check(check_layer_decay_options, layer_decay="layer_decay", head_lr="head_lr")
+            check_fields(
+                check_layer_decay_options, self, {"layer_decay": "layer_decay", "head_lr": "head_lr"}
+            )
         check_flag("badam", self.badam)
-        self._check(
-            BlockOptimizer.check_options,
-            switch_every="switch_every",
-            block_order="order",
-            outside_layers="outside_layers",
-        )
+        badam = {"switch_every": "switch_every", "block_order": "order", "outside_layers": "outside_layers"}
+        check_fields(BlockOptimizer.check_options, self, badam)
         if self.badam and self.adversarial is not None and self.outside_layers != "trainable":
             raise ValueError(
                 f"adversarial={self.adversarial!r} perturbs the input embeddings along their gradient, and "
@@ -109,15 +101,3 @@ class TrainerTricks:
                 continue
             if getattr(self, f.name) != f.default:
                 raise ValueError(f"{f.name} is an option of {switch}, which is off: set {switch} too")
-
-    def _check(self, check: Callable[..., None], **keywords: str) -> None:
-        """Run a trick's own check on these fields (field name -> the trick's keyword); its ValueError
-        names the field."""
-        try:
-            check(**{keyword: getattr(self, name) for name, keyword in keywords.items()})
-        except ValueError as error:
-            message = str(error)
-            for name, keyword in keywords.items():
-                if message.startswith(f"{keyword} "):
-                    raise ValueError(name + message[len(keyword) :]) from None
-            raise

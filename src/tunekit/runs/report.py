@@ -101,12 +101,10 @@ def _write_atomic(path: Path, data: bytes) -> Path:
     return path
 
 
-def markdown_table(
-    headers: Sequence[object], rows: Iterable[Sequence[object]], *, right_aligned: Iterable[int] | None = None
-) -> str:
+def markdown_table(headers: Sequence[object], rows: Iterable[Sequence[object]]) -> str:
     """A GitHub-flavoured markdown table. Floats are shown with 4 significant digits, ``None`` as an
-    empty cell; the columns of `right_aligned` (default: those whose cells are all numbers) are
-    right-aligned; ``|`` in a cell is escaped and a line break becomes a space.
+    empty cell; columns whose cells are all numbers are right-aligned; ``|`` in a cell is escaped and a line
+    break becomes a space.
 
     >>> print(markdown_table(["arm", "ASR"], [["ce", 0.9712], ["dece", 0.0]]))
     | arm | ASR |
@@ -119,14 +117,9 @@ def markdown_table(
     for i, row in enumerate(rows):
         if len(row) != len(headers):
             raise ValueError(f"row {i} has {len(row)} cells, the table has {len(headers)} columns: {row!r}")
-    if right_aligned is None:
-        numeric = [
-            bool(rows) and all(_is_number(row[j]) or row[j] is None for row in rows)
-            for j in range(len(headers))
-        ]
-    else:
-        aligned = set(right_aligned)
-        numeric = [j in aligned for j in range(len(headers))]
+    numeric = [
+        bool(rows) and all(_is_number(row[j]) or row[j] is None for row in rows) for j in range(len(headers))
+    ]
     lines = [
         "| " + " | ".join(headers) + " |",
         "|" + "|".join("---:" if num else "---" for num in numeric) + "|",

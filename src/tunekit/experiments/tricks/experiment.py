@@ -51,26 +51,15 @@ class TricksConfig(ClassifierConfig):
         super().validate()
         check_arms(self.arms, ARMS)
         check_at_least(self, ("families",), minimum=2)
-        from ..._checks import check_non_negative  # torch-free, but the tricks import torch: only here
-        from ...tricks import EMA, FGM, PGD, check_layer_decay_options
+        from ..._checks import check_fields, check_non_negative
+        from ...tricks import EMA, FGM, PGD, check_layer_decay_options  # torch: only when validating
 
         # each arm's options in the trick's own ranges (its check_options), named as this config names them
-        for check, names in (
-            (EMA.check_options, {"ema_decay": "decay"}),
-            (FGM.check_options, {"fgm_epsilon": "epsilon"}),
-            (
-                PGD.check_options,
-                {"pgd_epsilon": "epsilon", "pgd_step_size": "step_size", "pgd_steps": "steps"},
-            ),
-            (check_layer_decay_options, {"layer_decay": "layer_decay"}),
-        ):
-            try:
-                check(**{keyword: getattr(self, name) for name, keyword in names.items()})
-            except ValueError as error:
-                name = next((n for n, k in names.items() if str(error).startswith(f"{k} ")), None)
-                if name is None:
-                    raise
-                raise ValueError(name + str(error)[len(names[name]) :]) from None
+        check_fields(EMA.check_options, self, {"ema_decay": "decay"})
+        check_fields(FGM.check_options, self, {"fgm_epsilon": "epsilon"})
+        pgd = {"pgd_epsilon": "epsilon", "pgd_step_size": "step_size", "pgd_steps": "steps"}
+        check_fields(PGD.check_options, self, pgd)
+        check_fields(check_layer_decay_options, self, {"layer_decay": "layer_decay"})
         check_non_negative("rdrop_weight", self.rdrop_weight)
 
 
