@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -338,3 +339,23 @@ def test_rdrop_is_refused_for_objectives_without_a_softmax():
     loss = TrainerLoss("mse_corr", task="sequence_classification")
     with pytest.raises(ValueError, match="rdrop_weight applies to single-label objectives"):
         loss.compute(Head(), batch, rdrop_weight=1.0)
+
+
+def test_triton_is_imported_by_the_kernels_alone():
+    """Only triton_kernels.py imports triton, and only on the Triton backend: a CPU call never does."""
+    importers = []
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                if any(n.split(".")[0] == "triton" for n in names):
+                    importers.append(path.relative_to(SRC).as_posix())
+    assert sorted(set(importers)) == ["losses/triton_kernels.py"]
+    code = (
+        "import sys, torch; from tunekit.losses import cross_entropy, linear_smile_loss; "
+        "cross_entropy(torch.randn(3, 5, requires_grad=True), torch.tensor([1, 2, -100])).backward(); "
+        "linear_smile_loss(torch.randn(1, 3, 4), torch.randn(5, 4), torch.tensor([[1, 2, 3]])); "
+        "assert 'triton' not in sys.modules, 'triton imported'"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TUNEKIT_BACKEND"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)

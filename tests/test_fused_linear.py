@@ -322,3 +322,14 @@ def test_gradcheck_fused_smile_subsets(subset):
         (hidden, weight, bias),
         fast_mode=True,
     )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fused_engine_as_on_an_accelerator_matches_reference(name, monkeypatch, tiny_chunks):
+    """Off CPU the engine gathers every chunk's rows instead of reading runs of them as slices."""
+    from tunekit.losses import _engine
+
+    monkeypatch.setattr(_engine, "reads_rows_on_host", lambda device: False)
+    tiny_chunks(127, fused_rows=4)
+    hidden, weight, bias, target = fused_sample((3, 11), 127)
+    check_fused_against_reference(name, hidden, weight, bias, target, *TOKEN_LOSSES[name].extra_args)

@@ -700,3 +700,18 @@ def test_dece_with_a_vanishing_alpha_has_finite_zero_gradient(alpha_base, epoch)
     torch.testing.assert_close(loss, expected)
     assert torch.isfinite(logits.grad).all()
     assert logits.grad.abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_engine_as_on_an_accelerator_matches_reference(name, monkeypatch, tiny_chunks):
+    """Off CPU the PyTorch engine never reads row indices on the host (no runs read as views, ignored rows
+    zeroed without finding them): the same values and gradients, over several chunks."""
+    from tunekit.losses import _engine
+
+    monkeypatch.setattr(_engine, "reads_rows_on_host", lambda device: False)
+    tiny_chunks(127)
+    for kwargs in ({}, {"subset": "random"}, {"subset": "reverse"}) if name == "smile" else ({},):
+        logits, target = sample((3, 11), 127)
+        check_against_reference(
+            name, logits, target, *TOKEN_LOSSES[name].extra_args, **with_generator(kwargs)
+        )

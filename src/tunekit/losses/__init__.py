@@ -7,6 +7,9 @@ regression objectives score a head's output; `rdrop_kl` is R-Drop's consistency 
 that trainers log.
 
 The registries of these objectives, and what each supports, are `tunekit.losses.registry`.
+
+On CUDA tensors the token-level objectives run Triton kernels when `triton` is installed; the environment
+variable ``TUNEKIT_BACKEND`` (``auto``, ``torch`` or ``triton``) chooses (see `_backend.py`).
 """
 
 from ._recording import TokenStatistics

@@ -8,6 +8,12 @@ gradient during the forward pass, as Liger-Kernel's chunked losses do. What auto
 and backward is the gradient itself, not logits-sized activations (nor the logits); nothing beyond it and
 O(chunk) scratch is allocated (a loss scale other than 1 costs one more pass over the gradient, in place).
 
+This engine serves CPU tensors, and accelerators when the Triton kernels do not (`_backend.py`; the kernels
+have their own engine, `_kernel_engine.py`). On CPU, chunks are sized to stay in cache and the supervised
+rows are read on the host to find runs of consecutive rows (read as views); on an accelerator chunks are
+large and the rows are always gathered, so that the host waits for the device only while planning, never
+per chunk or segment.
+
 With reduction="none" the per-token weights of the backward pass (its incoming gradient) are not known in
 forward, so forward computes only the losses and backward runs the chunks again with those weights.
 
@@ -40,19 +46,19 @@ from ._dtypes import compute_dtype_for
 from ._recording import TokenStatistics, new_recording
 from ._reduction import reduce_token_losses, token_weights
 from ._workspace import Workspace
+from .token_math import TokenMath
 
 # Logits path: elements of one (rows x candidates) chunk. 2**19 fp32 = 2 MiB, 1 MiB per thread of two, which
 # stays in cache through the several passes of the per-token math.
 CHUNK_ELEMENTS = 2**19
+# The same on an accelerator (the PyTorch backend there: no triton, or TUNEKIT_BACKEND=torch): no cache to
+# fit, so chunks as large as 256 MiB of fp32, whose every op is a large kernel.
+DEVICE_CHUNK_ELEMENTS = 2**26
 # Fused path: elements of one chunk's logits (rows x candidates), or of its gathered weight rows
 # (rows x candidates x hidden) for per-row candidates. Larger (64 MiB of fp32), so that each matmul and each
 # read-modify-write of the (V, H) weight gradient covers many rows; the math still runs in cache-sized
 # pieces of CHUNK_ELEMENTS.
 FUSED_CHUNK_ELEMENTS = 2**24
-
-# (z (R, K) read-only, target (R,), grad_scale (R,) or None, workspace)
-#   -> (loss (R,), d sum(grad_scale * loss) / dz (R, K) or None)
-TokenMath = Callable[[Tensor, Tensor, "Tensor | None", Workspace], tuple[Tensor, "Tensor | None"]]
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,8 @@ class Segment:
     """Supervised tokens that are scored against the same kind of candidate set.
 
     rows: (R,) int64 flat indices of the tokens, strictly increasing (runs of consecutive rows are read as
-        slices).
+        slices); or, on the Triton backend only, None for every token (R = T), the ignored ones with a
+        negative target (no host sync to find the supervised rows).
     target: (R,) int64 index of each token's target among its candidates.
     candidates: None for the whole vocabulary (target is then the class id), (K,) vocabulary ids shared by
         all rows, or (R, K) ids per row.
@@ -72,7 +79,7 @@ class Segment:
     on CPU.
     """
 
-    rows: Tensor
+    rows: Tensor | None
     target: Tensor
     candidates: Tensor | None = None
     padding: Tensor | None = None
@@ -106,7 +113,7 @@ class LogitsSource:
         # their multi-dimensional index rather than by copying the logits.
         self.flat = logits.view(-1, num_classes) if _viewable(logits) else None
         self.dtype = compute_dtype_for(logits)
-        self.chunk_elements = CHUNK_ELEMENTS
+        self.chunk_elements = math_elements(logits.device)
         self.grad = None
         if need_grad:
             dense = all(segment.candidates is None for segment in segments)
@@ -116,7 +123,10 @@ class LogitsSource:
                 covered = torch.zeros(flat_grad.shape[0], dtype=torch.bool, device=logits.device)
                 for segment in segments:
                     covered[segment.rows] = True
-                flat_grad.index_fill_(0, (~covered).nonzero().squeeze(1), 0.0)
+                if reads_rows_on_host(logits.device):
+                    flat_grad.index_fill_(0, (~covered).nonzero().squeeze(1), 0.0)
+                else:  # one pass over the buffer rather than a sync to find the rows
+                    flat_grad.masked_fill_(~covered.unsqueeze(1), 0.0)
             else:  # subsets scatter into a few columns per row
                 flat_grad.zero_()
 
@@ -310,12 +320,15 @@ class TokenLossJob:
             candidates = segment.candidates
             num_candidates = source.num_classes if candidates is None else candidates.shape[-1]
             step = source.chunk_rows(num_candidates, per_row=candidates is not None and candidates.dim() == 2)
-            row_ids = segment.rows.tolist()  # one transfer per segment, to find runs of consecutive rows
-            for start in range(0, len(row_ids), step):
+            # one transfer per segment, to find runs of consecutive rows (read as views); not on accelerators
+            row_ids = segment.rows.tolist() if reads_rows_on_host(self.device) else None
+            for start in range(0, segment.rows.numel(), step):
                 part = slice(start, start + step)
                 rows, part_candidates = segment.rows[part], segment.candidates_at(part)
-                first, last = row_ids[start], row_ids[min(start + step, len(row_ids)) - 1]
-                span = range(first, last + 1) if last - first + 1 == rows.numel() else None
+                span = None
+                if row_ids is not None:
+                    first, last = row_ids[start], row_ids[min(start + step, len(row_ids)) - 1]
+                    span = range(first, last + 1) if last - first + 1 == rows.numel() else None
                 z, chunk = source.read(rows, part_candidates, span, workspace)
                 mask = segment.mask_at(part, workspace)
                 if mask is not None:
@@ -341,7 +354,7 @@ class TokenLossJob:
         """The token math over z (c, K) in pieces of at most CHUNK_ELEMENTS, which stay in cache (the
         statistics, when recorded, read each piece while it is there). A fused chunk is larger than that, so
         that each update of the weight gradient (V, H) covers many rows."""
-        piece_rows = max(1, CHUNK_ELEMENTS // z.shape[1])
+        piece_rows = max(1, math_elements(z.device) // z.shape[1])
         if z.shape[0] <= piece_rows:
             if record is not None:
                 record.record(rows, z, target, workspace)
@@ -367,7 +380,7 @@ class TokenLossJob:
             ids = segment.target if segment.candidates is None else _class_ids(segment)
             target.index_copy_(0, segment.rows, ids)
         step = source.chunk_rows(source.num_classes, per_row=False)
-        piece_rows = max(1, CHUNK_ELEMENTS // source.num_classes)
+        piece_rows = max(1, math_elements(self.device) // source.num_classes)
         for start in range(0, rows.numel(), step):
             part = rows[start : start + step]
             z, _ = source.read(part, None, None, workspace)
@@ -375,6 +388,17 @@ class TokenLossJob:
                 piece = part[piece_start : piece_start + piece_rows]
                 z_piece = z[piece_start : piece_start + piece_rows]
                 self.statistics.record(piece, z_piece, target[piece], workspace)
+
+
+def reads_rows_on_host(device: torch.device) -> bool:
+    """Whether the engine reads row indices on the host to find runs of rows: on CPU, where that costs no
+    sync and a run is read as a view; elsewhere rows are always gathered."""
+    return device.type == "cpu"
+
+
+def math_elements(device: torch.device) -> int:
+    """Elements of the math's pieces: cache-sized on CPU, large on an accelerator."""
+    return CHUNK_ELEMENTS if device.type == "cpu" else DEVICE_CHUNK_ELEMENTS
 
 
 def _class_ids(segment: Segment) -> Tensor:
@@ -505,18 +529,28 @@ def chunked_token_loss(
     reduction: str,
     num_items_in_batch: int | Tensor | None,
     shape: torch.Size,
+    backend: str = "torch",
+    target: Tensor | None = None,
 ) -> Tensor:
     """Reduce `token_math` over `segments`; differentiable w.r.t. `inputs` (logits, or hidden, weight, bias).
 
     name: the objective's, for errors; valid: (T,) bool, the supervised tokens; shape: the targets' shape,
-    for reduction="none".
+    for reduction="none". backend: "torch" runs this module's chunked loop over `make_source`, "triton" the
+    kernels (`_kernel_engine.py`), which also need `target` (the class ids, for the statistics).
     """
     dtype = compute_dtype_for(*inputs)
     weights = token_weights(valid.reshape(-1), reduction, num_items_in_batch, dtype)
     statistics = new_recording(shape, dtype, valid.device)
-    job = TokenLossJob(
-        make_source, segments, token_math, valid.numel(), valid.device, dtype, name, statistics
-    )
+    if backend == "triton":
+        from ._kernel_engine import KernelTokenLossJob  # imports triton
+
+        job = KernelTokenLossJob(
+            segments, token_math, target.reshape(-1), valid.reshape(-1), name, statistics
+        )
+    else:
+        job = TokenLossJob(
+            make_source, segments, token_math, valid.numel(), valid.device, dtype, name, statistics
+        )
     needs = tuple(t is not None and t.requires_grad and torch.is_grad_enabled() for t in inputs)
     if not any(needs):  # evaluation: no gradient buffers, no gradient work
         losses, _ = job.run(inputs, None, needs)

@@ -3,16 +3,19 @@
 An objective is its per-token math (`token_math.py`) plus, for SMILE, a planner that says which vocabulary
 columns each token is scored against; both its logits form and its fused-linear form go through here. Both
 run eagerly inside a `torch.compile`d caller, and give a stand-in of the loss's shape on the meta device
-(see `_engine.py`).
+(see `_engine.py`). `_backend.py` chooses, per call, the PyTorch engine or the Triton kernels; planners plan
+for the chosen one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._backend import token_backend
 from ._checks import (
     check_logits_and_target,
     check_num_items,
@@ -24,20 +27,31 @@ from ._engine import (
     LinearSource,
     LogitsSource,
     Segment,
-    TokenMath,
     chunked_token_loss,
     eager_under_compile,
     meta_token_loss,
 )
+from .token_math import TokenMath
 
-# (target (...), valid (...) bool, vocabulary size) -> segments covering exactly the valid tokens
-Planner = Callable[[Tensor, Tensor, int], list[Segment]]
+# (target (...), valid (...) bool, vocabulary size, backend, fused form?) -> segments covering exactly the
+# valid tokens, laid out for the engine that runs them
+Planner = Callable[[Tensor, Tensor, int, str, bool], list[Segment]]
 
 
-def whole_vocabulary(target: Tensor, valid: Tensor, num_classes: int) -> list[Segment]:
-    """Every supervised token scored against the whole vocabulary."""
+def whole_vocabulary(
+    target: Tensor, valid: Tensor, num_classes: int, backend: str, fused: bool = False
+) -> list[Segment]:
+    """Every supervised token scored against the whole vocabulary: the supervised rows for the PyTorch
+    engine; on Triton every row, the ignored ones with target -1 (no host sync to find them)."""
+    if backend == "triton":
+        return [Segment(rows=None, target=every_row_target(target, valid))]
     rows = valid.reshape(-1).nonzero().squeeze(1)
     return [Segment(rows=rows, target=target.reshape(-1).index_select(0, rows).long())]
+
+
+def every_row_target(target: Tensor, valid: Tensor) -> Tensor:
+    """(T,) int64 target of every token, -1 where not `valid` (ignored by the kernels)."""
+    return torch.where(valid, target.long(), -1).reshape(-1)  # long first: -1 must not wrap (uint8)
 
 
 @eager_under_compile
@@ -56,8 +70,9 @@ def logits_loss(
     """Loss of logits (..., V) against target (...), reduced as `_reduction` says; `name` is the objective's,
     for errors."""
     num_classes = check_logits_and_target(logits, target)
+    backend = token_backend(logits.device, compute_dtype_for(logits))
     valid, segments = _plan(
-        target, num_classes, ignore_index, reduction, num_items_in_batch, planner, min_classes
+        target, num_classes, ignore_index, reduction, num_items_in_batch, planner, min_classes, backend, False
     )
     if logits.device.type == "meta":
         per_token = logits.to(compute_dtype_for(logits)).sum(-1)
@@ -72,6 +87,8 @@ def logits_loss(
         reduction=reduction,
         num_items_in_batch=num_items_in_batch,
         shape=target.shape,
+        backend=backend,
+        target=target,
     )
 
 
@@ -93,8 +110,9 @@ def linear_loss(
     """Loss of the logits `hidden @ weight.T + bias`, never materialised: hidden (..., H), weight (V, H)."""
     check_logits_and_target(hidden, target, what="hidden")
     num_classes = check_projection(hidden, weight, bias)
+    backend = token_backend(hidden.device, compute_dtype_for(hidden, weight, bias))
     valid, segments = _plan(
-        target, num_classes, ignore_index, reduction, num_items_in_batch, planner, min_classes
+        target, num_classes, ignore_index, reduction, num_items_in_batch, planner, min_classes, backend, True
     )
     if hidden.device.type == "meta":
         per_token = F.linear(hidden, weight, bias).to(compute_dtype_for(hidden, weight, bias)).sum(-1)
@@ -109,6 +127,8 @@ def linear_loss(
         reduction=reduction,
         num_items_in_batch=num_items_in_batch,
         shape=target.shape,
+        backend=backend,
+        target=target,
     )
 
 
@@ -120,6 +140,8 @@ def _plan(
     num_items_in_batch: int | Tensor | None,
     planner: Planner,
     min_classes: int,
+    backend: str,
+    fused: bool,
 ) -> tuple[Tensor, list[Segment]]:
     if num_classes < min_classes:
         raise ValueError(
@@ -131,7 +153,7 @@ def _plan(
     valid = target != ignore_index
     if target.device.type == "meta":  # no values to plan with (see `meta_token_loss`)
         return valid, []
-    return valid, planner(target, valid, num_classes)
+    return valid, planner(target, valid, num_classes, backend, fused)
 
 
 def check_projection(hidden: Tensor, weight: Tensor, bias: Tensor | None, *, what: str = "hidden") -> int:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 from torch import Tensor, nn
 
 from ._checks import check_fraction, check_reduction_options
 from ._objective import linear_loss, logits_loss
-from .token_math import softmax_cross_entropy
+from .token_math import TokenMath
 
 
 def cross_entropy(
@@ -52,7 +50,7 @@ def cross_entropy(
     return logits_loss(
         logits,
         target,
-        partial(softmax_cross_entropy, label_smoothing=label_smoothing),
+        TokenMath("cross_entropy", label_smoothing=label_smoothing),
         name="cross_entropy",
         ignore_index=ignore_index,
         reduction=reduction,
@@ -82,7 +80,7 @@ def linear_cross_entropy(
         weight,
         bias,
         target,
-        partial(softmax_cross_entropy, label_smoothing=label_smoothing),
+        TokenMath("cross_entropy", label_smoothing=label_smoothing),
         name="linear_cross_entropy",
         ignore_index=ignore_index,
         reduction=reduction,

@@ -4,13 +4,11 @@ planted in poisoned fine-tuning data: as training goes on, the prediction is mix
 
 from __future__ import annotations
 
-from functools import partial
-
 from torch import Tensor, nn
 
 from ._checks import check_epoch, check_fraction, check_reduction_options
 from ._objective import linear_loss, logits_loss
-from .token_math import deceptive_cross_entropy
+from .token_math import TokenMath
 
 
 def dece_loss(
@@ -100,7 +98,7 @@ def _dece_math(epoch: float, alpha_base: float, label_smoothing: float):
     check_epoch(epoch)
     check_fraction("alpha_base", alpha_base, zero_ok=False, one_ok=True)
     check_fraction("label_smoothing", label_smoothing, zero_ok=True, one_ok=False)
-    return partial(deceptive_cross_entropy, alpha=alpha_base**epoch, label_smoothing=label_smoothing)
+    return TokenMath("dece", label_smoothing=label_smoothing, param=alpha_base**epoch)
 
 
 class DeCELoss(nn.Module):

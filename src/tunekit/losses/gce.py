@@ -5,13 +5,11 @@ q -> 0 is cross-entropy, q = 1 is 1 - p_y (the mean absolute error up to a facto
 
 from __future__ import annotations
 
-from functools import partial
-
 from torch import Tensor, nn
 
 from ._checks import check_fraction, check_reduction_options
 from ._objective import linear_loss, logits_loss
-from .token_math import generalized_cross_entropy
+from .token_math import TokenMath
 
 # The paper's experiments use q = 0.7; smaller q trains faster but is less robust to label noise.
 DEFAULT_Q = 0.7
@@ -102,7 +100,7 @@ def linear_gce_loss(
 
 def _gce_math(q: float):
     check_fraction("q", q, zero_ok=False, one_ok=True)
-    return partial(generalized_cross_entropy, q=float(q))
+    return TokenMath("gce", param=float(q))
 
 
 class GCELoss(nn.Module):

@@ -4,7 +4,6 @@ is not pushed towards ending sequences early and learns to generate more descrip
 
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import torch
@@ -18,9 +17,9 @@ from ._checks import (
     describe,
     sync_checks_enabled,
 )
-from ._engine import Segment
 from ._objective import linear_loss, logits_loss
-from .token_math import softmax_cross_entropy
+from ._smile_plan import plan_smile_segments
+from .token_math import TokenMath
 
 SUBSETS = ("sequence", "random", "reverse")
 
@@ -75,7 +74,7 @@ def smile_loss(
     return logits_loss(
         logits,
         target,
-        softmax_cross_entropy,
+        TokenMath("cross_entropy"),
         name="smile_loss",
         ignore_index=ignore_index,
         reduction=reduction,
@@ -113,7 +112,7 @@ def linear_smile_loss(
         weight,
         bias,
         target,
-        softmax_cross_entropy,
+        TokenMath("cross_entropy"),
         name="linear_smile_loss",
         ignore_index=ignore_index,
         reduction=reduction,
@@ -182,85 +181,6 @@ def _check_options(subset: str, num_random: int, first_token_mle: bool) -> None:
     check_choice("subset", subset, SUBSETS)
     check_positive_int("num_random", num_random)
     check_flag("first_token_mle", first_token_mle)
-
-
-def plan_smile_segments(
-    target: Tensor,
-    valid: Tensor,
-    num_classes: int,
-    *,
-    subset: str,
-    num_random: int,
-    first_token_mle: bool,
-    generator: torch.Generator | None,
-    position_ids: Tensor | None = None,
-) -> list[Segment]:
-    """Segments of the supervised tokens of target (B, N): the first-token-MLE rows against the whole
-    vocabulary, the rest against their subsets (one segment per sequence for "sequence"). A sequence is a
-    row, or with position_ids (B, N) a packed sequence (see `smile_loss`)."""
-    B, N = target.shape
-    flat = target.reshape(-1).long()
-    sequence_of, num_sequences = _sequence_index(B, N, position_ids, target.device)  # (B * N,), S
-    supervised = valid.reshape(-1).nonzero().squeeze(1)  # (T,) increasing, so grouped by sequence
-    supervised_sequence = sequence_of[supervised]
-    rest = valid.reshape(-1).clone()
-    segments = []
-    if first_token_mle:
-        # a sequence's first supervised row is where the sequence index changes along the supervised rows
-        starts = torch.ones_like(supervised, dtype=torch.bool)
-        starts[1:] = supervised_sequence[1:] != supervised_sequence[:-1]
-        first = supervised[starts]
-        rest[first] = False
-        segments.append(Segment(rows=first, target=flat[first]))
-    rows = rest.nonzero().squeeze(1)
-    row_targets = flat[rows]  # class ids
-
-    if subset == "random":
-        # drawn where the generator lives (a CPU generator may serve a CUDA target), then moved
-        device = target.device if generator is None else generator.device
-        drawn = torch.randint(num_classes, (B, N, num_random), generator=generator, device=device)
-        drawn = drawn.to(target.device)
-        candidates, _ = torch.cat([row_targets.unsqueeze(1), drawn.view(B * N, num_random)[rows]], 1).sort(1)
-        duplicate = torch.zeros_like(candidates, dtype=torch.bool)
-        duplicate[:, 1:] = candidates[:, 1:] == candidates[:, :-1]  # duplicates count once
-        index = ((candidates == row_targets.unsqueeze(1)) & ~duplicate).int().argmax(1)  # among candidates
-        padding = torch.zeros(duplicate.shape, device=target.device).masked_fill_(duplicate, -math.inf)
-        return [*segments, Segment(rows=rows, target=index, candidates=candidates, padding=padding)]
-
-    in_sequence = torch.zeros(num_sequences, num_classes, dtype=torch.bool, device=target.device)  # (S, V)
-    in_sequence[supervised_sequence, flat[supervised]] = True
-    rows_sequence = sequence_of[rows]
-    if subset == "reverse":
-        excluded = torch.zeros(in_sequence.shape, device=target.device).masked_fill_(in_sequence, -math.inf)
-        segment = Segment(rows=rows, target=row_targets, excluded=excluded, excluded_row=rows_sequence)
-        return [*segments, segment]
-
-    # one transfer: the number of ids and of rows of each sequence
-    ids_per_sequence, rows_per_sequence = torch.stack(
-        [in_sequence.sum(1), torch.bincount(rows_sequence, minlength=num_sequences)]
-    ).tolist()
-    for ids, seq_rows, seq_targets in zip(
-        in_sequence.nonzero()[:, 1].split(ids_per_sequence),
-        rows.split(rows_per_sequence),
-        row_targets.split(rows_per_sequence),
-        strict=True,
-    ):
-        if seq_rows.numel():
-            index = torch.searchsorted(ids, seq_targets)  # ids are sorted: nonzero walks them in order
-            segments.append(Segment(rows=seq_rows, target=index, candidates=ids))
-    return segments
-
-
-def _sequence_index(B: int, N: int, position_ids: Tensor | None, device: torch.device) -> tuple[Tensor, int]:
-    """(B * N,) int64 sequence of each flat position, and the number of sequences S. A sequence starts at
-    each row's first position and, with position_ids (B, N), wherever position_ids == 0."""
-    if position_ids is None:
-        return torch.arange(B * N, device=device) // N, B
-    starts = position_ids == 0
-    starts[:, :1] = True
-    sequence_of = starts.reshape(-1).cumsum(0) - 1
-    # S sizes the (S, V) tables of the planner: one scalar read per call, never one per chunk
-    return sequence_of, int(sequence_of[-1]) + 1 if sequence_of.numel() else 0
 
 
 class SMILELoss(nn.Module):

@@ -9,12 +9,15 @@ candidates, and returns the per-token loss (R,) and, when `grad_scale` (R,) is g
 
 The chunked logits path, the fused-linear path and every SMILE subset call these same functions, so an
 objective's formula lives in exactly one place; the naive references in tests/reference.py check them.
-Transcendental passes dominate on CPU, so each function spends as few as its formula allows: one exp for
-cross-entropy (F.cross_entropy's forward and backward spend two) and for GCE; one exp and a quarter of a log
-for DeCE.
+`TokenMath` names an objective's math and its constants, so that the Triton kernels (`triton_kernels.py`)
+run the same formula on a GPU. Transcendental passes dominate on CPU, so each function spends as few as its
+formula allows: one exp for cross-entropy (F.cross_entropy's forward and backward spend two) and for GCE;
+one exp and a quarter of a log for DeCE.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -165,3 +168,27 @@ def deceptive_cross_entropy(
     grad = ratio.mul_(scale * -off_label).addcmul_(probs, t_ratio_sum * scale)  # off-label t
     grad.scatter_add_(1, index, ratio_on_label * (scale * (off_label - on_label)))  # the label's t
     return loss, grad
+
+
+@dataclass(frozen=True)
+class TokenMath:
+    """An objective's per-token math: ``kind`` ("cross_entropy", "gce" or "dece") and its constants
+    (``param`` is GCE's q or DeCE's alpha). Called as the functions above, ``math(z, target, grad_scale,
+    workspace)``; the Triton backend reads the same fields."""
+
+    kind: str
+    label_smoothing: float = 0.0
+    param: float = 0.0
+
+    def __call__(
+        self, z: Tensor, target: Tensor, grad_scale: Tensor | None = None, workspace: Workspace | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        if self.kind == "cross_entropy":
+            return softmax_cross_entropy(
+                z, target, grad_scale, workspace, label_smoothing=self.label_smoothing
+            )
+        if self.kind == "gce":
+            return generalized_cross_entropy(z, target, grad_scale, workspace, q=self.param)
+        return deceptive_cross_entropy(
+            z, target, grad_scale, workspace, alpha=self.param, label_smoothing=self.label_smoothing
+        )
