@@ -494,3 +494,30 @@ def test_meta_inputs_run_the_stand_in_even_when_triton_is_forced(kernel_calls):
     )
     assert loss.device.type == "meta" and kernel_calls == []
     cross_entropy(*sample((4,), 5))  # the fixture's check
+
+
+@pytest.mark.parametrize("q", [0.05, 0.5, 1.0])
+def test_gce_of_saturated_logits_matches_reference(q):
+    """Logits of +-2000: q log p_y of -100 made exp denormal, and the first expm1 took its (inexact) log."""
+    logits, target = sample((3, 11), 29)
+    check_logits("gce", leaf(logits.detach() * 500), target, q=q, reduction="sum")
+
+
+def test_cross_entropy_of_saturated_logits_matches_reference():
+    logits, target = sample((3, 11), 29)
+    check_logits("cross_entropy", leaf(logits.detach() * 500), target, label_smoothing=0.1, reduction="sum")
+
+
+def test_token_statistics_functions():
+    """token_statistics and its fused form run a statistics-only pass, which had no kernel math at first."""
+    from tunekit.losses import linear_token_statistics, token_statistics
+
+    logits, target = sample((3, 7), 37)
+    entropy, is_top1 = token_statistics(logits, target)
+    expected_entropy, expected_top1 = ref_token_statistics(logits.detach().double(), target)
+    torch.testing.assert_close(entropy.double(), expected_entropy, rtol=1e-5, atol=1e-6)
+    assert torch.equal(is_top1, expected_top1)
+    hidden, weight, bias, target = fused_sample((3, 7), 37)
+    entropy, is_top1 = linear_token_statistics(hidden, weight, target, bias=bias)
+    expected_entropy, _ = ref_token_statistics(F.linear(hidden, weight, bias).detach().double(), target)
+    torch.testing.assert_close(entropy.double(), expected_entropy, rtol=1e-5, atol=1e-6)

@@ -66,7 +66,9 @@ class KernelTokenLossJob:
         """Per-token losses (T,) (0 where ignored) and, where `needs`, the gradients of sum_i w_i loss_i."""
         losses = torch.zeros(self.num_tokens, dtype=self.dtype, device=self.device)
         workspace = Workspace(self.device)
-        if len(inputs) == 1:
+        if self.math.kind == "none":  # a statistics pass: nothing to score
+            grads = tuple(None for _ in needs)
+        elif len(inputs) == 1:
             grads = self._run_logits(inputs[0], weights, any(needs), losses, workspace)
         else:
             grads = self._run_linear(*inputs, weights, needs, losses, workspace)

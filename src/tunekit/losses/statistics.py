@@ -24,7 +24,9 @@ from torch import Tensor
 from ._checks import check_integer
 from ._objective import linear_loss, logits_loss
 from ._recording import TokenStatistics, recording
-from ._workspace import Workspace
+from .token_math import TokenMath
+
+NO_LOSS = TokenMath("none")  # a math that scores nothing: the statistics are all the pass is for
 
 
 @contextlib.contextmanager
@@ -77,7 +79,7 @@ def token_statistics(logits: Tensor, target: Tensor, *, ignore_index: int = -100
         logits_loss(
             logits,
             target,
-            _no_loss,
+            NO_LOSS,
             name="token_statistics",
             ignore_index=ignore_index,
             reduction="sum",
@@ -113,15 +115,10 @@ def linear_token_statistics(
             weight,
             bias,
             target,
-            _no_loss,
+            NO_LOSS,
             name="linear_token_statistics",
             ignore_index=ignore_index,
             reduction="sum",
             num_items_in_batch=None,
         )
     return recorded[0].entropy, recorded[0].is_top1
-
-
-def _no_loss(z: Tensor, target: Tensor, grad_scale: Tensor | None, workspace: Workspace):
-    """A token math that scores nothing: the statistics are all the pass is for."""
-    return z.new_zeros(z.shape[0]), None

@@ -172,9 +172,10 @@ def deceptive_cross_entropy(
 
 @dataclass(frozen=True)
 class TokenMath:
-    """An objective's per-token math: ``kind`` ("cross_entropy", "gce" or "dece") and its constants
-    (``param`` is GCE's q or DeCE's alpha). Called as the functions above, ``math(z, target, grad_scale,
-    workspace)``; the Triton backend reads the same fields."""
+    """An objective's per-token math: ``kind`` ("cross_entropy", "gce" or "dece"; "none" scores nothing,
+    for a pass that only records statistics) and its constants (``param`` is GCE's q or DeCE's alpha).
+    Called as the functions above, ``math(z, target, grad_scale, workspace)``; the Triton backend reads the
+    same fields."""
 
     kind: str
     label_smoothing: float = 0.0
@@ -183,6 +184,8 @@ class TokenMath:
     def __call__(
         self, z: Tensor, target: Tensor, grad_scale: Tensor | None = None, workspace: Workspace | None = None
     ) -> tuple[Tensor, Tensor | None]:
+        if self.kind == "none":
+            return z.new_zeros(z.shape[0]), None
         if self.kind == "cross_entropy":
             return softmax_cross_entropy(
                 z, target, grad_scale, workspace, label_smoothing=self.label_smoothing

@@ -34,10 +34,11 @@ MAX_BLOCK = 8192
 
 @triton.jit
 def _expm1(x):
-    """exp(x) - 1, accurate near 0 (Kahan's trick: exp and log only)."""
+    """exp(x) - 1, accurate near 0 by Kahan's trick (exp and log only); away from 0 plainly, where exp(x)
+    may be denormal and its log inexact."""
     u = tl.exp(x)
-    ratio = (u - 1.0) * x / tl.log(u)
-    return tl.where(u == 1.0, x, tl.where(u == 0.0, -1.0, ratio))
+    near_zero = tl.where(u == 1.0, x, (u - 1.0) * x / tl.log(u))
+    return tl.where(tl.abs(x) < 0.5, near_zero, u - 1.0)
 
 
 @triton.jit
@@ -128,7 +129,9 @@ def _token_rows_kernel(
         m = m_new
         if OBJECTIVE == 0:
             z_sum += tl.sum(tl.where(inside, x, 0.0), 0)
-    lse = m + tl.log(d)
+    # the row's log-partition is m + log_d, kept apart: z - m and z_y - m are exact-ish differences, where
+    # z_y - (m + log_d) would cancel two large numbers (saturated logits)
+    log_d = tl.log(d)
 
     on_label = 1.0 - label_smoothing
     off_label = 0.0
@@ -137,11 +140,11 @@ def _token_rows_kernel(
     gce_scale = 0.0
     ratio_sum = 0.0
     if OBJECTIVE == 0:  # loss = lse - (1 - eps) z_y - eps / K sum_j z_j
-        loss = lse - on_label * z_y
+        loss = log_d + on_label * (m - z_y)
         if label_smoothing != 0.0:  # (SMILE's masked -inf would make 0 * -inf)
-            loss -= label_smoothing / num_classes * z_sum
+            loss += label_smoothing * (m - z_sum / num_classes)
     elif OBJECTIVE == 1:  # loss = (1 - p_y^q) / q, p_y^q from log p_y
-        q_log_p = param * (z_y - lse)
+        q_log_p = param * ((z_y - m) - log_d)
         loss = -_expm1(q_log_p) / param
         gce_scale = tl.exp(q_log_p)
     else:  # pass 2 (DeCE): loss = -sum_j t_j log q_j and S = sum_j t_j r_j
@@ -150,7 +153,7 @@ def _token_rows_kernel(
             offsets = start + cols
             x, inside = _load_block(z_row, mask_row, offsets, num_classes, y, False)
             t, mixed, ratio = _dece_terms(
-                tl.exp(x - lse), offsets == y, on_label, off_label, param, prob_floor
+                tl.exp((x - m) - log_d), offsets == y, on_label, off_label, param, prob_floor
             )
             log_sum += tl.sum(tl.where(inside, t * tl.log(mixed), 0.0), 0)
             ratio_sum += tl.sum(tl.where(inside, t * ratio, 0.0), 0)
@@ -162,7 +165,7 @@ def _token_rows_kernel(
         for start in range(0, num_classes, BLOCK):
             offsets = start + cols
             x, inside = _load_block(z_row, mask_row, offsets, num_classes, y, HAS_MASK)
-            p = tl.exp(x - lse)
+            p = tl.exp((x - m) - log_d)
             is_target = offsets == y
             if OBJECTIVE == 0:
                 grad = p - label_smoothing / num_classes - tl.where(is_target, on_label, 0.0)
