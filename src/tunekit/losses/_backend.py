@@ -9,6 +9,7 @@ the kernels without a GPU). fp64 inputs (gradcheck) always run PyTorch: the kern
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 
@@ -38,5 +39,6 @@ def token_backend(device: torch.device, dtype: torch.dtype) -> str:
     return "triton"
 
 
+@functools.cache  # asked on every call of an objective on CUDA
 def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None

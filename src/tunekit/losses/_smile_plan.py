@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ._engine import Segment
+from ._objective import every_row_target
 
 
 def plan_smile_segments(
@@ -82,10 +83,6 @@ class _Plan:
             self.first = self.valid & (positions == first_at[self.sequence_of])
         self.rest = self.valid & ~self.first
 
-    def every_row(self, scored: Tensor, target: Tensor | None = None) -> Tensor:
-        """(T,) target of every token, -1 where not `scored` (the kernels' mark of an ignored token)."""
-        return torch.where(scored, self.flat if target is None else target, -1)
-
     def sequence(self) -> list[Segment]:
         """The first tokens against the whole vocabulary, then one segment per sequence against its sorted
         ids. One host sync: the number of ids, of rows and of first tokens, read together."""
@@ -118,10 +115,10 @@ class _Plan:
         padding = torch.zeros(duplicate.shape, device=drawn.device).masked_fill_(duplicate, -math.inf)
         if backend == "triton":
             rest = Segment(
-                rows=None, target=self.every_row(self.rest, index), candidates=candidates, padding=padding
+                rows=None, target=every_row_target(index, self.rest), candidates=candidates, padding=padding
             )
             if not fused:  # one launch over every row writes whole gradient rows, zeros where not first
-                return [Segment(rows=None, target=self.every_row(self.first)), rest]
+                return [Segment(rows=None, target=every_row_target(self.flat, self.first)), rest]
             # the fused forms multiply only the first tokens (at most one per sequence) by the whole weight:
             # their rows padded to S with row 0, whose padding entries are ignored
             first_rows = _nonzero(self.first, self.num_sequences, pad=0)
@@ -150,7 +147,14 @@ class _Plan:
         table = self._sequence_table(keep, drop)
         table[self.num_sequences] = 0.0
         table_row = torch.where(self.first, self.num_sequences, self.sequence_of)
-        return [Segment(rows=None, target=self.every_row(self.valid), excluded=table, excluded_row=table_row)]
+        return [
+            Segment(
+                rows=None,
+                target=every_row_target(self.flat, self.valid),
+                excluded=table,
+                excluded_row=table_row,
+            )
+        ]
 
     def _sequence_table(self, keep: float, drop: float) -> Tensor:
         """(S + 2, V) float: `keep` at the ids of each sequence's labels, `drop` elsewhere. Row S is free
