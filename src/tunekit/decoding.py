@@ -66,6 +66,8 @@ __all__ = [
 ]
 
 DISTRIBUTIONS = ("model", "processed")
+"""Which distribution the per-step tables show: the model's own (softmax of the raw logits), or the one
+a token was drawn from after temperature / top-k / top-p (``"processed"``)."""
 # generate arguments every inspection sets itself
 _RESERVED = frozenset(
     {
@@ -139,10 +141,13 @@ DEFAULT_STRATEGIES: dict[str, Strategy] = {
         Strategy("top_p", {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 0.9}),
     )
 }
+"""The strategies `compare_strategies` runs by default, by name: greedy, beam, temperature, top-k, top-p."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
+    """One of the k most probable tokens at a step, with its probability."""
+
     token_id: int
     token: str  # decoded alone (its vocabulary entry if not valid UTF-8 alone); "#<id>" without a tokenizer
     prob: float

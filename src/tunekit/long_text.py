@@ -58,8 +58,9 @@ def tokenize_windows(
         max_length: the window length, special tokens included.
         stride: the number of tokens consecutive windows of a text share, 0 <= stride < max_length minus the
             special tokens.
-        padding, return_tensors: as for the tokenizer; ``padding=False`` needs ``return_tensors=None``
-            (windows of unequal length).
+        padding: as for the tokenizer; ``padding=False`` needs ``return_tensors=None`` (windows of unequal
+            length).
+        return_tensors: as for the tokenizer.
         tokenizer_kwargs: other tokenizer options (e.g. ``return_offsets_mapping=True``).
 
     Returns:
@@ -250,7 +251,11 @@ def classify_long_texts(
     Args:
         model: a sequence classifier, as for `SlidingWindowClassifier`; it gets the tokenizer's
             ``model_input_names`` (input_ids, attention_mask, token_type_ids...).
-        tokenizer, texts, max_length, stride, tokenizer_kwargs: as for `tokenize_windows`.
+        tokenizer: as for `tokenize_windows`.
+        texts: as for `tokenize_windows`.
+        max_length: as for `tokenize_windows`.
+        stride: as for `tokenize_windows`.
+        tokenizer_kwargs: as for `tokenize_windows`.
         how: "mean" or "max".
         batch_size: windows per forward pass.
 

@@ -23,12 +23,12 @@ from ._common import INTERRUPTED
 
 __all__ = ["COMMANDS", "main"]
 
-# command -> the module that implements it
 COMMANDS = {
     "run": "tunekit.cli.run",
     "train": "tunekit.cli.train",
     "decode": "tunekit.cli.decode",
 }
+"""Command -> the module that implements it."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,13 +22,13 @@ from .runner import (
     run_experiment,
 )
 
-# Modules whose import registers tunekit's own experiments.
 BUILTIN = (
     "tunekit.experiments.backdoor",
     "tunekit.experiments.descriptive",
     "tunekit.experiments.imbalanced",
     "tunekit.experiments.tricks",
 )
+"""Modules whose import registers tunekit's own experiments."""
 
 __all__ = [
     "BUILTIN",

@@ -147,6 +147,7 @@ class ArmError(RuntimeError):
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
+"""The registered experiments by name (`register` adds one; `load_experiments` imports the built-in ones)."""
 # experiment modules that failed to import -> why (shown by `tunekit run --list`), and their tracebacks
 UNAVAILABLE: dict[str, str] = {}
 IMPORT_TRACEBACKS: dict[str, str] = {}

@@ -31,13 +31,13 @@ from ..runs.config import check_at_least, group, option
 
 __all__ = ["TINY_MODELS", "TrainConfig", "check_folders", "default_model"]
 
-# named tiny architectures (random weights from a config) and the tasks each can do
 TINY_MODELS: dict[str, tuple[str, ...]] = {
     "tiny-bert": ("sequence_classification", "token_classification"),
     "tiny-gpt2": ("causal_lm",),
     "tiny-llama": ("causal_lm",),
     "tiny-t5": ("seq2seq",),
 }
+"""Named tiny architectures (random weights from a config) and the tasks each can do."""
 
 # the smallest vocab_size of the tokenizer trained for a tiny architecture: below it the vocabulary cannot
 # hold what it starts from. A byte-level BPE (tiny-gpt2, tiny-llama, tiny-t5) starts from its initial

@@ -9,7 +9,8 @@ that trainers log.
 The registries of these objectives, and what each supports, are `tunekit.losses.registry`.
 
 On CUDA tensors the token-level objectives run Triton kernels when `triton` is installed; the environment
-variable ``TUNEKIT_BACKEND`` (``auto``, ``torch`` or ``triton``) chooses (see `_backend.py`).
+variable ``TUNEKIT_BACKEND`` (``auto``, ``torch`` or ``triton``) chooses (see the guide "On a GPU: the Triton
+kernels").
 """
 
 from ._recording import TokenStatistics

@@ -40,7 +40,8 @@ def dece_loss(
         epoch: the current epoch, counted from 1 (a fractional epoch decays alpha smoothly).
         alpha_base: in (0, 1]; 1 turns DeCE into cross-entropy against the smoothed target.
         label_smoothing: eps in [0, 1), put as eps/(V-1) on every class but the label.
-        reduction, num_items_in_batch: as in `cross_entropy`.
+        reduction: as in `cross_entropy`.
+        num_items_in_batch: as in `cross_entropy`.
 
     Example::
 

@@ -116,7 +116,9 @@ def focal_loss(
         gamma: focusing parameter >= 0.
         alpha: None (1 for every class), a float that scales every class alike, or C per-class weights >= 0
             (a sequence or a tensor on any device; it is moved to the logits' device).
-        ignore_index, reduction, num_items_in_batch: as in `cross_entropy`.
+        ignore_index: as in `cross_entropy`.
+        reduction: as in `cross_entropy`.
+        num_items_in_batch: as in `cross_entropy`.
 
     Returns:
         fp32 loss (fp64 for fp64 logits): a scalar, or the target's shape for ``reduction="none"`` (0 where

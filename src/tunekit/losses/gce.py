@@ -44,7 +44,8 @@ def gce_loss(
         target: (...) integer class ids in [0, V), or ``ignore_index``.
         q: in (0, 1]. The default 0.7 is the value of the paper's experiments; q -> 0 approaches
             cross-entropy (use `cross_entropy` for q = 0), q = 1 gives ``1 - p_y``.
-        reduction, num_items_in_batch: as in `cross_entropy`.
+        reduction: as in `cross_entropy`.
+        num_items_in_batch: as in `cross_entropy`.
 
     Returns:
         fp32 loss (fp64 for fp64 logits): a scalar, or the targets' shape for ``reduction="none"``.

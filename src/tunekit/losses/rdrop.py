@@ -46,9 +46,9 @@ def rdrop_kl(
         kl = (KL(p || q) + KL(q || p)) / 2 = ((p - q) * (log_p - log_q)).sum(-1) / 2
 
     Args:
-        logits_a, logits_b: (..., V) float tensors of the same shape, e.g. (B, C) or (B, N, V); fp16/bf16
-            are computed in fp32, the gradients come back in their dtype. A class masked with -inf in both
-            passes contributes 0.
+        logits_a: (..., V) float tensor, e.g. (B, C) or (B, N, V); fp16/bf16 are computed in fp32, the
+            gradients come back in their dtype. A class masked with -inf in both passes contributes 0.
+        logits_b: the second pass, of ``logits_a``'s shape.
         pad_mask: (...) bool, True at positions that do not count (padding, ignored labels), e.g. (B, N)
             for (B, N, V) logits; it broadcasts over the vocabulary. None: every position counts.
         reduction: "mean" over the positions that count, "sum" (the paper's), or "none" ((...), 0 at
@@ -91,13 +91,16 @@ def linear_rdrop_kl(
     memory is O(chunk x V) beyond the gradients; autograd keeps nothing logits-sized.
 
     Args:
-        hidden_a, hidden_b: (..., H) float tensors of the same shape and dtype, the last hidden states of the
-            two passes, e.g. (B, N, H) (shifted for a causal LM: ``hidden[:, :-1]``); fp16/bf16 are computed
-            in fp32, the gradients come back in their dtype.
+        hidden_a: (..., H) float tensor, the last hidden states of the first pass, e.g. (B, N, H) (shifted
+            for a causal LM: ``hidden[:, :-1]``); fp16/bf16 are computed in fp32, the gradients come back
+            in their dtype.
+        hidden_b: the second pass's, of ``hidden_a``'s shape and dtype.
         weight: (V, H) the output projection (``lm_head.weight``), of hidden's dtype and device; its
             gradient is accumulated in fp32.
         bias: (V,) or None.
-        pad_mask, reduction, num_items_in_batch: as in `rdrop_kl`; pad_mask is (...), e.g. (B, N).
+        pad_mask: as in `rdrop_kl`, of shape (...), e.g. (B, N).
+        reduction: as in `rdrop_kl`.
+        num_items_in_batch: as in `rdrop_kl`.
 
     Example::
 

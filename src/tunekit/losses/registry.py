@@ -46,13 +46,14 @@ __all__ = [
     "objectives_for",
 ]
 
-# what a model is trained to do, as `tunekit.hf.TrainerLoss` aligns its labels with its logits
 TASKS = ("causal_lm", "seq2seq", "token_classification", "sequence_classification")
-# the tasks whose head is a language-model head, (tokens x vocabulary): the fused-linear forms' tasks
+"""What a model is trained to do, as `tunekit.hf.TrainerLoss` aligns its labels with its logits."""
 GENERATION_TASKS = ("causal_lm", "seq2seq")
-# the labels of a classification head, as `transformers`' ``config.problem_type`` names them
+"""The tasks whose head is a language-model head, (tokens x vocabulary): the fused-linear forms' tasks."""
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
+"""The labels of a classification head, as `transformers`' ``config.problem_type`` names them."""
 SINGLE_LABEL = PROBLEM_TYPES[0]
+"""``"single_label_classification"``: class indices, one label per item."""
 # keyword options every objective has, set by the integration rather than chosen per objective
 _SHARED_OPTIONS = ("ignore_index", "reduction")
 
@@ -149,6 +150,8 @@ TOKEN_LOSSES: dict[str, TokenLossSpec] = {
         ),
     )
 }
+"""The token-level objectives by the name `TrainerLoss` and ``tunekit train --objective`` take: what
+each supports, and its module."""
 
 # The dice entries sum over the batch. dice_loss's default does so only where each sample has one position
 # (a sequence classifier's (B, C)); a tagger's (B, N, C) would get per-sequence dice, which from random
@@ -181,6 +184,8 @@ CLASSIFICATION_LOSSES: dict[str, ClassificationLossSpec] = {
         ClassificationLossSpec("mse_corr", mse_corr_loss, MSECorrLoss, "regression", per_item=False),
     )
 }
+"""The classification and regression objectives by name, each with the ``problem_type`` whose labels it
+takes."""
 
 
 def find_objective(

@@ -34,8 +34,9 @@ class EMA:
             construction are the first averages.
         decay: the largest decay, in [0, 1).
         warmup: use the warm-up schedule above; False applies ``decay`` from the first update.
-        warmup_gamma, warmup_power: the schedule's gamma > 0 and power > 0 (timm's defaults, 1 and 2/3;
-            ema-pytorch suggests power 3/4 for short runs).
+        warmup_gamma: the schedule's gamma > 0 (timm's default, 1).
+        warmup_power: the schedule's power > 0 (timm's default, 2/3; ema-pytorch suggests 3/4 for short
+            runs).
         min_decay: the smallest decay, in [0, decay].
         update_after_step: for the first this many updates the averages copy the weights.
         update_every: average only every this many calls to `update` (fewer passes over the weights).

@@ -25,6 +25,7 @@ from .._checks import check_choice, check_positive_int, describe
 from .._dtypes import upcast
 
 POOLING_KINDS = ("mean", "max", "cls", "last_k_cls", "attention")
+"""The names `Pooler` takes, one per pooling."""
 CLS_POSITIONS = ("first", "last")
 
 

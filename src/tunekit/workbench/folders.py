@@ -11,7 +11,6 @@ from pathlib import Path
 
 __all__ = ["TOKENIZER_FILES", "check_model_folder", "check_tokenizer_folder"]
 
-# a fast tokenizer's file, the config of any tokenizer, or a slow tokenizer's vocabulary
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -21,6 +20,8 @@ TOKENIZER_FILES = (
     "spiece.model",
     "sentencepiece.bpe.model",
 )
+"""A fast tokenizer's file, the config of any tokenizer, or a slow tokenizer's vocabulary: a folder with one
+of them has a tokenizer."""
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")  # save_pretrained's files, sharded ones included
 
 

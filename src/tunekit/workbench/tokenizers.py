@@ -19,6 +19,7 @@ BERT_SPECIAL_TOKENS = {
     "sep_token": "[SEP]",
     "mask_token": "[MASK]",
 }
+"""The special tokens of the WordPiece tokenizers, as keyword arguments of a transformers tokenizer."""
 _BERT_NORMALIZER = normalizers.BertNormalizer(lowercase=True)
 _BERT_PRE_TOKENIZER = pre_tokenizers.BertPreTokenizer()
 
