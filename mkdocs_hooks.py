@@ -21,7 +21,9 @@ import contextlib
 import io
 import os
 import re
+from itertools import dropwhile, takewhile
 from pathlib import Path
+from unittest import mock
 
 from mkdocs.exceptions import PluginError
 
@@ -58,23 +60,14 @@ def report_part(docs: Path, name: str, part: str, *prefix: str, where: str) -> s
         found = [line for line in lines if line.startswith("**Verdict:**")]
     elif part == "line" and prefix:
         found = [line for line in lines if line.startswith(" ".join(prefix))]
-    elif part == "table":
-        start = next((i for i, line in enumerate(lines) if line.startswith("|")), None)
-        found = []
-        if start is not None:
-            found = [*lines[start : start + 1], *(line for line in _while_table(lines[start + 1 :]))]
+    elif part == "table":  # the first run of lines that start with "|"
+        rest = list(dropwhile(lambda line: not line.startswith("|"), lines))
+        found = list(takewhile(lambda line: line.startswith("|"), rest))
     else:
         raise PluginError(f"{where}: the part must be 'verdict', 'table' or 'line PREFIX', got {part!r}")
     if not found:
         raise PluginError(f"{where}: {path} has no {part}")
     return "\n".join(found if part == "table" else found[:1])
-
-
-def _while_table(lines: list[str]):
-    for line in lines:
-        if not line.startswith("|"):
-            return
-        yield line
 
 
 def benchmark_summary(path: Path, *, where: str) -> str:
@@ -121,16 +114,8 @@ def command_output(argv: list[str], *, where: str) -> str:
     if not {"--help", "--list"} & set(argv):
         raise PluginError(f"{where}: only --help and --list commands run while the site builds")
     out = io.StringIO()
-    previous = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = COLUMNS
-    try:
-        with contextlib.redirect_stdout(out):
-            status = main(argv)
-    finally:
-        if previous is None:
-            del os.environ["COLUMNS"]
-        else:
-            os.environ["COLUMNS"] = previous
+    with mock.patch.dict(os.environ, {"COLUMNS": COLUMNS}), contextlib.redirect_stdout(out):
+        status = main(argv)
     if status != 0:
         raise PluginError(f"{where}: `tunekit {' '.join(argv)}` exited with {status}")
     return f"```text\n$ tunekit {' '.join(argv)}\n{out.getvalue().rstrip()}\n```"
