@@ -4,6 +4,9 @@ forms against `hidden @ weight.T` followed by the loss. Not a test: run it by ha
 
     python benchmarks/bench_token_losses.py                       # T in {2048, 8192} x V in {32000, 128256}
     python benchmarks/bench_token_losses.py --tokens 2048 --vocab 32000 --repeats 3
+    python benchmarks/bench_token_losses.py --suite options       # cross_entropy with class weights and
+                                                                  # probability targets vs F.cross_entropy
+                                                                  # with the same options
 
 Writes a markdown table to stdout and to --out (with a JSON of the raw numbers beside it).
 """
@@ -11,6 +14,7 @@ Writes a markdown table to stdout and to --out (with a JSON of the raw numbers b
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -72,6 +76,66 @@ FUSED_CASES: dict[str, tuple[Callable, float]] = {
     "hidden @ W.T + gce_loss": (lambda h, w, t: gce_loss(h @ w.T, t), 3.2),
     "fused linear_gce_loss": (lambda h, w, t: linear_gce_loss(h, w, t), 0.3),
 }
+# --suite options: cross_entropy with class weights and probability targets ("soft": a (T, V) target, an
+# input like the logits), each against F.cross_entropy with the same options. (loss, buffers, target kind)
+OPTION_LOGITS_CASES: dict[str, tuple[Callable, float, str]] = {
+    "F.cross_entropy": (lambda x, t: F.cross_entropy(x, t), 4, "ids"),
+    "F.cross_entropy weight": (
+        lambda x, t: F.cross_entropy(x, t, weight=_class_weight(x.shape[-1], x.device)),
+        4,
+        "ids",
+    ),
+    "tunekit cross_entropy weight": (
+        lambda x, t: cross_entropy(x, t, weight=_class_weight(x.shape[-1], x.device)),
+        2.2,
+        "ids",
+    ),
+    f"F.cross_entropy weight ls={SMOOTHING}": (
+        lambda x, t: F.cross_entropy(
+            x, t, weight=_class_weight(x.shape[-1], x.device), label_smoothing=SMOOTHING
+        ),
+        4,
+        "ids",
+    ),
+    f"tunekit cross_entropy weight ls={SMOOTHING}": (
+        lambda x, t: cross_entropy(
+            x, t, weight=_class_weight(x.shape[-1], x.device), label_smoothing=SMOOTHING
+        ),
+        2.2,
+        "ids",
+    ),
+    "F.cross_entropy soft": (lambda x, p: F.cross_entropy(x, p), 6, "probs"),
+    "tunekit cross_entropy soft": (lambda x, p: cross_entropy(x, p), 3.2, "probs"),
+    f"F.cross_entropy soft weight ls={SMOOTHING}": (
+        lambda x, p: F.cross_entropy(
+            x, p, weight=_class_weight(x.shape[-1], x.device), label_smoothing=SMOOTHING
+        ),
+        6,
+        "probs",
+    ),
+    f"tunekit cross_entropy soft weight ls={SMOOTHING}": (
+        lambda x, p: cross_entropy(
+            x, p, weight=_class_weight(x.shape[-1], x.device), label_smoothing=SMOOTHING
+        ),
+        3.2,
+        "probs",
+    ),
+}
+OPTION_FUSED_CASES: dict[str, tuple[Callable, float, str]] = {
+    "hidden @ W.T + F.cross_entropy": (lambda h, w, t: F.cross_entropy(h @ w.T, t), 5, "ids"),
+    "hidden @ W.T + F.cross_entropy weight": (
+        lambda h, w, t: F.cross_entropy(h @ w.T, t, weight=_class_weight(w.shape[0], w.device)),
+        5,
+        "ids",
+    ),
+    "fused linear_cross_entropy weight": (
+        lambda h, w, t: linear_cross_entropy(h, w, t, class_weight=_class_weight(w.shape[0], w.device)),
+        0.3,
+        "ids",
+    ),
+    "hidden @ W.T + F.cross_entropy soft": (lambda h, w, p: F.cross_entropy(h @ w.T, p), 7, "probs"),
+    "fused linear_cross_entropy soft": (lambda h, w, p: linear_cross_entropy(h, w, p), 1.3, "probs"),
+}
 # (case, reference) pairs whose ratios the table reports
 LOGITS_RATIOS = {
     f"tunekit cross_entropy ls={SMOOTHING}": f"naive cross_entropy ls={SMOOTHING}",
@@ -85,6 +149,21 @@ FUSED_RATIOS = {
     "fused linear_smile_loss": "hidden @ W.T + smile_loss",
     "fused linear_gce_loss": "hidden @ W.T + gce_loss",
 }
+OPTION_RATIOS = {
+    name: name.replace("tunekit cross_entropy", "F.cross_entropy")
+    for name in OPTION_LOGITS_CASES
+    if name.startswith("tunekit")
+} | {
+    name: name.replace("fused linear_cross_entropy", "hidden @ W.T + F.cross_entropy")
+    for name in OPTION_FUSED_CASES
+    if name.startswith("fused")
+}
+SUITES = {
+    "objectives": {"logits": LOGITS_CASES, "fused": FUSED_CASES},
+    "options": {"logits": OPTION_LOGITS_CASES, "fused": OPTION_FUSED_CASES},
+}
+# the last two columns: what each row's own reference is
+REFERENCE_COLUMN = {"objectives": "naive/unfused", "options": "F.cross_entropy, same options"}
 
 
 def _sequences(x, t, weight=None):
@@ -94,9 +173,26 @@ def _sequences(x, t, weight=None):
     return (x, t) if weight is None else (x, weight, t)
 
 
-def make_inputs(kind: str, tokens: int, vocab: int, hidden: int, device: str):
+@functools.cache
+def _class_weight(vocab: int, device: torch.device) -> torch.Tensor:
+    """Fixed per-class weights (V,) in [0.5, 1.5)."""
+    return (torch.rand(vocab, generator=torch.Generator().manual_seed(1)) + 0.5).to(device)
+
+
+def case(kind: str, name: str) -> tuple[Callable, float, str]:
+    """(loss, buffers, target kind "ids" or "probs") of a case of either suite."""
+    for suite in SUITES.values():
+        if name in suite[kind]:
+            loss_fn, buffers, *target = suite[kind][name]
+            return loss_fn, buffers, target[0] if target else "ids"
+    raise KeyError(name)
+
+
+def make_inputs(kind: str, tokens: int, vocab: int, hidden: int, device: str, target_kind: str = "ids"):
     generator = torch.Generator().manual_seed(0)
     target = torch.randint(vocab, (tokens,), generator=generator).to(device)
+    if target_kind == "probs":  # soft labels: a softmax of random scores, no gradient
+        target = torch.softmax(torch.randn(tokens, vocab, generator=generator), -1).to(device)
     if kind == "logits":
         return (torch.randn(tokens, vocab, generator=generator).to(device).requires_grad_(), target)
     h = torch.randn(tokens, hidden, generator=generator).to(device).requires_grad_()
@@ -105,10 +201,10 @@ def make_inputs(kind: str, tokens: int, vocab: int, hidden: int, device: str):
 
 
 def builder(kind: str, name: str, tokens: int, vocab: int, hidden: int, device: str, inputs=None):
-    loss_fn = (LOGITS_CASES if kind == "logits" else FUSED_CASES)[name][0]
+    loss_fn, _, target_kind = case(kind, name)
 
     def build():
-        args = inputs if inputs is not None else make_inputs(kind, tokens, vocab, hidden, device)
+        args = inputs if inputs is not None else make_inputs(kind, tokens, vocab, hidden, device, target_kind)
 
         def run():
             for a in args[:-1]:
@@ -121,7 +217,8 @@ def builder(kind: str, name: str, tokens: int, vocab: int, hidden: int, device: 
 
 
 def fits(kind: str, name: str, tokens: int, vocab: int) -> bool:
-    buffers = (LOGITS_CASES if kind == "logits" else FUSED_CASES)[name][1]
+    _, buffers, target_kind = case(kind, name)
+    buffers += target_kind == "probs"  # the (T, V) target, an input
     with open("/proc/meminfo") as meminfo:
         available = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable"))
     return buffers * tokens * vocab * 4 < 0.8 * available
@@ -138,6 +235,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--kinds", nargs="+", default=["logits", "fused"], choices=["logits", "fused"])
+    parser.add_argument("--suite", default="objectives", choices=sorted(SUITES))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "token_losses.md")
     parser.add_argument("--peak-memory", nargs=6, metavar=("KIND", "NAME", "T", "V", "H", "DEVICE"))
     args = parser.parse_args()
@@ -158,13 +256,21 @@ def main() -> None:
 
 
 def measure(kind: str, tokens: int, vocab: int, args) -> dict:
-    names = [n for n in (LOGITS_CASES if kind == "logits" else FUSED_CASES) if fits(kind, n, tokens, vocab)]
-    skipped = [n for n in (LOGITS_CASES if kind == "logits" else FUSED_CASES) if n not in names]
+    suite = SUITES[args.suite][kind]
+    names = [n for n in suite if fits(kind, n, tokens, vocab)]
+    skipped = [n for n in suite if n not in names]
     print(f"[{kind}] T={tokens} V={vocab}: timing {len(names)} cases", file=sys.stderr, flush=True)
     inputs = make_inputs(kind, tokens, vocab, args.hidden, args.device)
-    cases = {n: builder(kind, n, tokens, vocab, args.hidden, args.device, inputs) for n in names}
+    by_target = {"ids": inputs}
+    if any(case(kind, n)[2] == "probs" for n in names):  # the same logits (hidden, weight), soft targets
+        probs = make_inputs(kind, tokens, vocab, args.hidden, args.device, "probs")[-1]
+        by_target["probs"] = (*inputs[:-1], probs)
+    cases = {
+        n: builder(kind, n, tokens, vocab, args.hidden, args.device, by_target[case(kind, n)[2]])
+        for n in names
+    }
     times = median_times(cases, device=args.device, warmup=args.warmup, repeats=args.repeats)
-    del inputs, cases
+    del inputs, by_target, cases
     memory = {}
     for name in names:
         print(f"[{kind}] T={tokens} V={vocab}: peak memory of {name}", file=sys.stderr, flush=True)
@@ -190,16 +296,18 @@ def write_report(results: list[dict], args) -> str:
         "peak memory above the inputs, one fresh process per case. Ratios < 1 are better.",
         "",
         "| T | V | objective | time (s) | time vs F.cross_entropy | memory vs F.cross_entropy "
-        "| time vs naive/unfused | memory vs naive/unfused |",
+        f"| time vs {REFERENCE_COLUMN[args.suite]} | memory vs {REFERENCE_COLUMN[args.suite]} |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         times, memory = result["time_s"], result["peak_bytes"]
         base = "F.cross_entropy" if result["kind"] == "logits" else "hidden @ W.T + F.cross_entropy"
-        pairs = LOGITS_RATIOS if result["kind"] == "logits" else FUSED_RATIOS
+        pairs = OPTION_RATIOS if args.suite == "options" else LOGITS_RATIOS | FUSED_RATIOS
         for name in times:
             if name.startswith(("naive", "hidden @")) and name != base:
                 continue
+            if args.suite == "options" and name.startswith("F.") and name != base:
+                continue  # a reference: its time is in the ratios
             ref = pairs.get(name)
             lines.append(
                 f"| {result['tokens']} | {result['vocab']} | {name} | {times[name]:.3f} "

@@ -74,25 +74,42 @@ def ref_cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,
     *,
+    weight: torch.Tensor | None = None,
     label_smoothing: float = 0.0,
     ignore_index: int = -100,
     reduction: str = "mean",
     num_items_in_batch=None,
 ) -> torch.Tensor:
-    """(1 - eps) * (-log p_y) + eps / V * sum_j (-log p_j), per supervised token."""
+    """Per supervised token, with class weights w (1 when None):
+    class ids y: (1 - eps) * w_y * (-log p_y) + eps / V * sum_j w_j * (-log p_j);
+    probability targets t (the logits' shape, every position supervised):
+    -sum_j w_j ((1 - eps) t_j + eps/V) log p_j.
+    "mean" divides by the sum of w_y over the supervised tokens (0 counting as 1), or for probability
+    targets by the number of positions."""
     _check_reduction(reduction, num_items_in_batch)
     z = _upcast(logits)
     vocab = z.shape[-1]
+    w = torch.ones(vocab, dtype=z.dtype) if weight is None else weight.to(z.dtype)
+    if target.is_floating_point():
+        log_p = torch.log_softmax(z, dim=-1)
+        smoothed = (1.0 - label_smoothing) * target.to(z.dtype) + label_smoothing / vocab
+        per_token = -(w * smoothed * log_p).sum(dim=-1)
+        supervised = torch.ones(per_token.shape, dtype=torch.bool)
+        return _reduce(per_token, supervised, reduction, num_items_in_batch)
+
     supervised = target != ignore_index
     rows = z.reshape(-1, vocab)[supervised.reshape(-1)]
     labels = target.reshape(-1)[supervised.reshape(-1)]
 
     log_p = torch.log_softmax(rows, dim=-1)
-    nll = -log_p.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    uniform = -log_p.sum(dim=-1) / vocab
+    nll = -log_p.gather(-1, labels.unsqueeze(-1)).squeeze(-1) * w[labels]
+    uniform = -(log_p * w).sum(dim=-1) / vocab
     per_row = (1.0 - label_smoothing) * nll + label_smoothing * uniform
 
     per_token = _scatter_rows(per_row, supervised)
+    if reduction == "mean" and num_items_in_batch is None and weight is not None:
+        total_weight = w[labels].sum()
+        return per_token.sum() / (total_weight if total_weight != 0 else 1)
     return _reduce(per_token, supervised, reduction, num_items_in_batch)
 
 
@@ -134,11 +151,13 @@ def ref_gce_loss(
     target: torch.Tensor,
     *,
     q: float = 0.7,
+    weight: torch.Tensor | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
     num_items_in_batch=None,
 ) -> torch.Tensor:
-    """GCE (Zhang & Sabuncu 2018): (1 - p_y ** q) / q per supervised token, computed in float64.
+    """GCE (Zhang & Sabuncu 2018): w_y (1 - p_y ** q) / q per supervised token (w = 1 when None), computed
+    in float64; "mean" with weights divides by the sum of w_y over the supervised tokens.
 
     p_y ** q is written exp(q * log_softmax(z)_y): autograd through softmax(z)_y ** q gives NaN where p_y
     underflows to 0 (saturated logits), since d p**q / dp is infinite there. The result is returned in the
@@ -153,9 +172,13 @@ def ref_gce_loss(
     labels = target.reshape(-1)[supervised.reshape(-1)]
 
     log_p_y = torch.log_softmax(rows, dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    per_row = (1.0 - torch.exp(q * log_p_y)) / q
+    w = torch.ones(vocab, dtype=z.dtype) if weight is None else weight.double()
+    per_row = w[labels] * (1.0 - torch.exp(q * log_p_y)) / q
 
     per_token = _scatter_rows(per_row, supervised)
+    if reduction == "mean" and num_items_in_batch is None and weight is not None:
+        total_weight = w[labels].sum()
+        return (per_token.sum() / (total_weight if total_weight != 0 else 1)).to(out_dtype)
     return _reduce(per_token, supervised, reduction, num_items_in_batch).to(out_dtype)
 
 

@@ -338,10 +338,11 @@ def test_badam_options_are_checked(tmp_path):
         tiny_config(data, badam="true", switch_every="0")
 
 
-def test_focal_alpha_needs_one_value_per_label(tmp_path):
+@pytest.mark.parametrize(("objective", "option"), [("focal", "alpha"), ("cross_entropy", "weight")])
+def test_per_class_weights_need_one_value_per_label(tmp_path, objective, option):
     data = write_jsonl(tmp_path / "reviews.jsonl", classification_records(12))
-    config = tiny_config(data, objective="focal", objective_options="alpha: [0.25, 1, 2]")
-    with pytest.raises(ValueError, match=r"alpha has 3 values for 2 labels \(neg, pos\)"):
+    config = tiny_config(data, objective=objective, objective_options=f"{option}: [0.25, 1, 2]")
+    with pytest.raises(ValueError, match=rf"{option} has 3 values for 2 labels \(neg, pos\)"):
         train(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
 

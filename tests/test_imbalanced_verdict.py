@@ -26,6 +26,7 @@ def run(arm: str, f1: float, tuned: float, pr_auc: float, predicted: int, seed: 
     result = {
         "objective": arm,
         "options": {},
+        "class_weights": [],
         "counts": {"train": [300, 100], "validation": [990, 52], "test": TEST_COUNTS},
         "minority_f1": f1,
         "minority_f1_tuned": tuned,

@@ -264,7 +264,11 @@ BAD_CALLS = {
         {"logits": torch.zeros(2, 5, 7, dtype=torch.long)},
         r"^logits must be a float",
     ),
-    "target_float": (logits_call, {"target": torch.zeros(2, 5)}, r"^target must be an integer tensor"),
+    "target_float": (
+        logits_call,
+        {"target": torch.zeros(2, 5)},
+        r"^token_statistics takes class indices as target \(an integer tensor\)",
+    ),
     "target_shape": (
         logits_call,
         {"target": torch.zeros(2, 4, dtype=torch.long)},

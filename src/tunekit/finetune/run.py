@@ -100,10 +100,11 @@ def train(
     # every check of the data, the model and the options, before anything is written
     train_examples, eval_examples, eval_source = _data(config)
     labels = _labels(config, train_examples, eval_examples)
-    alpha = config.objective_options.get("alpha") if config.objective == "focal" else None
-    if isinstance(alpha, list) and len(alpha) != len(labels):
+    per_class = "alpha" if config.objective == "focal" else "weight"  # focal's alpha, cross-entropy's weight
+    values = config.objective_options.get(per_class)
+    if labels and isinstance(values, list) and len(values) != len(labels):
         raise ValueError(
-            f"objective_options: alpha has {len(alpha)} values for {len(labels)} labels "
+            f"objective_options: {per_class} has {len(values)} values for {len(labels)} labels "
             f"({', '.join(labels)}): give one per label, in label order"
         )
     texts = [t for e in train_examples for t in _texts(e)]

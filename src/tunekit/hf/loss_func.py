@@ -40,6 +40,7 @@ from ..losses.registry import (
     SINGLE_LABEL,
     TASKS,
     TOKEN_LOSSES,
+    TokenLossSpec,
     find_objective,
 )
 from ..tricks.models import unwrap
@@ -412,6 +413,11 @@ def _build(name: str, task: str, ignore_index: int, kwargs: dict) -> tuple[nn.Mo
     options of its own (`spec.options`); the module checks their values."""
     spec = find_objective(name, task)
     unknown = sorted(set(kwargs) - set(spec.options))
+    if "weight" in unknown and isinstance(spec, TokenLossSpec):
+        weighted = ", ".join(n for n, s in TOKEN_LOSSES.items() if s.class_weights)
+        raise ValueError(
+            f"{name} takes no per-class weights (weight=); the token objectives that do: {weighted}"
+        )
     if unknown:
         offered = ", ".join(f"{k} (default {v!r})" for k, v in spec.options.items()) or "none"
         raise ValueError(f"{name} has no option {', '.join(unknown)}; its options: {offered}")

@@ -52,6 +52,72 @@ def check_logits_and_target(logits: Tensor, target: Tensor, *, what: str = "logi
     return logits.shape[-1]
 
 
+def check_probability_target(
+    logits: Tensor, target: Tensor, *, num_classes: int | None = None, what: str = "logits"
+) -> int:
+    """Check probability targets (..., V) against logits (..., V), or against `what` (..., H) whose
+    projection has `num_classes` outputs: same leading shape, dtype and device; return V. Their values are
+    not checked, as PyTorch does not (any non-negative mass; rows need not sum to 1)."""
+    check_float_tensor(what, logits)
+    if logits.dim() == 0:
+        raise ValueError(f"{what} must have a class dimension (..., V), got a 0-d tensor")
+    num_classes = logits.shape[-1] if num_classes is None else num_classes
+    expected = (*logits.shape[:-1], num_classes)
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"probability targets for {what} of shape {tuple(logits.shape)} must have shape {expected}, "
+            f"got {tuple(target.shape)} (class indices would be an integer tensor of shape "
+            f"{tuple(logits.shape[:-1])})"
+        )
+    if target.dtype != logits.dtype or target.device != logits.device:
+        raise ValueError(
+            f"probability targets ({target.dtype} on {target.device}) must match "
+            f"{what} ({logits.dtype} on {logits.device})"
+        )
+    return num_classes
+
+
+def check_class_weight(weight: object, num_classes: int, logits: Tensor, *, name: str = "weight") -> Tensor:
+    """Check per-class weights: a floating-point (V,) tensor on the logits' device, finite (checked where
+    values are, see `sync_checks_enabled`), not requiring a gradient (none is computed for it)."""
+    if not isinstance(weight, Tensor) or not weight.is_floating_point():
+        raise ValueError(
+            f"{name} must be a floating-point tensor of per-class weights, got {describe(weight)}"
+        )
+    if tuple(weight.shape) != (num_classes,):
+        raise ValueError(f"{name} must have shape ({num_classes},), one per class, got {tuple(weight.shape)}")
+    if weight.device != logits.device:
+        raise ValueError(f"{name} is on {weight.device} but the logits are on {logits.device}")
+    if weight.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            f"{name} requires grad, but the per-class weights are constants of the loss (no gradient is "
+            f"computed for them): pass {name}.detach()"
+        )
+    if sync_checks_enabled(weight.device) and not bool(weight.isfinite().all()):
+        raise ValueError(f"{name} must be finite, got {weight[~weight.isfinite()][0].item()}")
+    return weight
+
+
+def class_weight_buffer(weight: object, *, name: str = "weight") -> Tensor | None:
+    """A module's per-class weights as its own tensor: None, a 1-D real sequence (float32) or a 1-D
+    floating-point tensor (copied, in its dtype, so that the caller's tensor stays theirs)."""
+    if weight is None:
+        return None
+    if isinstance(weight, Tensor):
+        if not weight.is_floating_point() or weight.dim() != 1:
+            raise ValueError(f"{name} must be a 1-D floating-point tensor, got {describe(weight)}")
+        return weight.detach().clone()
+    try:
+        values = torch.tensor(weight, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(
+            f"{name} must be per-class weights (a 1-D sequence or tensor), got {weight!r}"
+        ) from error
+    if values.dim() != 1 or isinstance(weight, (str, bytes)):
+        raise ValueError(f"{name} must be per-class weights (a 1-D sequence or tensor), got {weight!r}")
+    return values
+
+
 def check_target_range(target: Tensor, num_classes: int, ignore_index: int) -> None:
     if target.numel() == 0 or not sync_checks_enabled(target.device):
         return

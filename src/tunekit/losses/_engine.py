@@ -68,7 +68,8 @@ class Segment:
     rows: (R,) int64 flat indices of the tokens, strictly increasing (runs of consecutive rows are read as
         slices); or, on the Triton backend only, None for every token (R = T), the ignored ones with a
         negative target (no host sync to find the supervised rows).
-    target: (R,) int64 index of each token's target among its candidates.
+    target: (R,) int64 index of each token's target among its candidates; None for probability targets,
+        which the job reads chunk by chunk from its last input (`TokenLossJob.soft_target`).
     candidates: None for the whole vocabulary (target is then the class id), (K,) vocabulary ids shared by
         all rows, or (R, K) ids per row.
     padding: (R, K) float, -inf at candidate slots that do not count (duplicates) and 0 elsewhere; per-row
@@ -80,7 +81,7 @@ class Segment:
     """
 
     rows: Tensor | None
-    target: Tensor
+    target: Tensor | None
     candidates: Tensor | None = None
     padding: Tensor | None = None
     excluded: Tensor | None = None
@@ -291,7 +292,10 @@ class TokenLossJob:
     name: the objective's name, for errors.
     statistics: filled by `run` with each supervised token's entropy and top-1 (a recording is open, see
     `_recording.py`): from the chunks it scores against the whole vocabulary, and for the other tokens
-    (subsets, excluded ids) from one more read of their logits.
+    (subsets, excluded ids) from one more read of their logits. With probability targets, top-1 means the
+    target's most probable class.
+    soft_target: the last input is probability targets (..., V), read chunk by chunk as the logits are
+    (through a `LogitsSource`, which also holds their gradient); whole-vocabulary segments only.
     """
 
     make_source: MakeSource
@@ -302,12 +306,18 @@ class TokenLossJob:
     dtype: torch.dtype
     name: str
     statistics: TokenStatistics | None = None
+    soft_target: bool = False
 
     def run(
         self, inputs: tuple[Tensor | None, ...], weights: Tensor | None, needs: tuple[bool, ...]
     ) -> tuple[Tensor, tuple[Tensor | None, ...]]:
         """Per-token losses (T,) (0 where ignored) and, where `needs`, the gradients of sum_i w_i loss_i."""
         need_grad = any(needs)
+        targets = None
+        if self.soft_target:
+            targets = LogitsSource(inputs[-1], needs[-1], self.segments)
+            target_workspace = Workspace(self.device)  # its reads must not reuse the logits' buffers
+            inputs, needs = inputs[:-1], needs[:-1]
         source = self.make_source(inputs, needs)
         workspace = Workspace(self.device)
         losses = torch.zeros(self.num_tokens, dtype=self.dtype, device=self.device)
@@ -334,13 +344,23 @@ class TokenLossJob:
                 if mask is not None:
                     z = torch.add(z, mask, out=workspace.like("masked", z))
                 scale = weights.index_select(0, rows) if need_grad else None
-                loss, dz = self._math_in_pieces(z, segment.target[part], scale, workspace, rows, record)
+                target_grad = None
+                if targets is None:
+                    target = segment.target[part]
+                else:
+                    target, _ = targets.read(rows, None, span, target_workspace)
+                    target_grad = workspace.like("target_grad", z) if targets.grad is not None else None
+                loss, dz = self._math_in_pieces(z, target, scale, workspace, rows, record, target_grad)
                 losses.index_copy_(0, rows, loss)
-                if need_grad:
+                if any(needs):
                     source.backprop(rows, part_candidates, dz, chunk, span, workspace)
+                if target_grad is not None:
+                    targets.backprop(rows, None, target_grad, None, span, target_workspace)
         if unrecorded:
             self._record_whole_vocabulary(source, torch.cat(unrecorded).sort().values, workspace)
-        return losses, source.grads() if need_grad else ()
+        if not need_grad:
+            return losses, ()
+        return losses, source.grads() if targets is None else (*source.grads(), *targets.grads())
 
     def _math_in_pieces(
         self,
@@ -350,23 +370,29 @@ class TokenLossJob:
         workspace: Workspace,
         rows: Tensor,
         record: TokenStatistics | None,
+        target_grad: Tensor | None,
     ) -> tuple[Tensor, Tensor | None]:
         """The token math over z (c, K) in pieces of at most CHUNK_ELEMENTS, which stay in cache (the
         statistics, when recorded, read each piece while it is there). A fused chunk is larger than that, so
-        that each update of the weight gradient (V, H) covers many rows."""
+        that each update of the weight gradient (V, H) covers many rows. `target` is (c,) class indices or
+        (c, K) probabilities, whose gradient goes to `target_grad` (c, K) when given."""
         piece_rows = max(1, math_elements(z.device) // z.shape[1])
         if z.shape[0] <= piece_rows:
             if record is not None:
-                record.record(rows, z, target, workspace)
-            return self.token_math(z, target, scale, workspace)
+                record.record(rows, z, _class_ids_of(target), workspace)
+            return self.token_math(z, target, scale, workspace, target_grad)
         losses = []
         dz = None if scale is None else workspace.like("dz", z)
         for start in range(0, z.shape[0], piece_rows):
             piece = slice(start, start + piece_rows)
             if record is not None:
-                record.record(rows[piece], z[piece], target[piece], workspace)
+                record.record(rows[piece], z[piece], _class_ids_of(target[piece]), workspace)
             loss, dz_piece = self.token_math(
-                z[piece], target[piece], None if scale is None else scale[piece], workspace
+                z[piece],
+                target[piece],
+                None if scale is None else scale[piece],
+                workspace,
+                None if target_grad is None else target_grad[piece],
             )
             losses.append(loss)
             if dz is not None:
@@ -399,6 +425,11 @@ def reads_rows_on_host(device: torch.device) -> bool:
 def math_elements(device: torch.device) -> int:
     """Elements of the math's pieces: cache-sized on CPU, large on an accelerator."""
     return CHUNK_ELEMENTS if device.type == "cpu" else DEVICE_CHUNK_ELEMENTS
+
+
+def _class_ids_of(target: Tensor) -> Tensor:
+    """Class ids (R,) of targets (R,), or of probability targets (R, K): their most probable class."""
+    return target.argmax(-1) if target.is_floating_point() else target
 
 
 def _class_ids(segment: Segment) -> Tensor:
@@ -531,15 +562,20 @@ def chunked_token_loss(
     shape: torch.Size,
     backend: str = "torch",
     target: Tensor | None = None,
+    target_weight: Tensor | None = None,
+    soft_target: bool = False,
 ) -> Tensor:
-    """Reduce `token_math` over `segments`; differentiable w.r.t. `inputs` (logits, or hidden, weight, bias).
+    """Reduce `token_math` over `segments`; differentiable w.r.t. `inputs` (logits, or hidden, weight, bias;
+    then the probability targets when `soft_target`).
 
-    name: the objective's, for errors; valid: (T,) bool, the supervised tokens; shape: the targets' shape,
-    for reduction="none". backend: "torch" runs this module's chunked loop over `make_source`, "triton" the
-    kernels (`_kernel_engine.py`), which also need `target` (the class ids, for the statistics).
+    name: the objective's, for errors; valid: (T,) bool, the supervised tokens; shape: the loss's shape
+    for reduction="none" (the targets' leading shape). backend: "torch" runs this module's chunked loop over
+    `make_source`, "triton" the kernels (`_kernel_engine.py`), which also need `target` (the class ids, for
+    the statistics). target_weight: (T,) class weight of each token's target, for a class-weighted "mean"
+    (`_reduction.py`).
     """
     dtype = compute_dtype_for(*inputs)
-    weights = token_weights(valid.reshape(-1), reduction, num_items_in_batch, dtype)
+    weights = token_weights(valid.reshape(-1), reduction, num_items_in_batch, dtype, target_weight)
     statistics = new_recording(shape, dtype, valid.device)
     if backend == "triton":
         from ._kernel_engine import KernelTokenLossJob  # imports triton
@@ -549,7 +585,15 @@ def chunked_token_loss(
         )
     else:
         job = TokenLossJob(
-            make_source, segments, token_math, valid.numel(), valid.device, dtype, name, statistics
+            make_source,
+            segments,
+            token_math,
+            valid.numel(),
+            valid.device,
+            dtype,
+            name,
+            statistics,
+            soft_target,
         )
     needs = tuple(t is not None and t.requires_grad and torch.is_grad_enabled() for t in inputs)
     if not any(needs):  # evaluation: no gradient buffers, no gradient work
@@ -563,12 +607,13 @@ def meta_token_loss(
     valid: Tensor,
     reduction: str,
     num_items_in_batch: int | Tensor | None,
+    target_weight: Tensor | None = None,
 ) -> Tensor:
     """The loss of meta inputs, which carry no values to plan or chunk: `per_token` (...) is any
     differentiable function of the inputs of the targets' shape in the compute dtype (a stand-in, e.g.
     ``logits.sum(-1)``), reduced as the engine reduces, so that the result has the loss's shape, dtype
     and autograd graph. An open statistics recording gets its (meta) entry."""
-    weights = token_weights(valid.reshape(-1), reduction, num_items_in_batch, per_token.dtype)
+    weights = token_weights(valid.reshape(-1), reduction, num_items_in_batch, per_token.dtype, target_weight)
     new_recording(per_token.shape, per_token.dtype, per_token.device)
     return reduce_token_losses(per_token.reshape(-1), weights, reduction, per_token.shape)
 

@@ -10,6 +10,7 @@ for the chosen one.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +18,11 @@ from torch import Tensor
 
 from ._backend import token_backend
 from ._checks import (
+    check_class_weight,
+    check_float_tensor,
     check_logits_and_target,
     check_num_items,
+    check_probability_target,
     check_reduction_options,
     check_target_range,
 )
@@ -66,19 +70,31 @@ def logits_loss(
     num_items_in_batch: int | Tensor | None,
     planner: Planner = whole_vocabulary,
     min_classes: int = 1,
+    class_weight: Tensor | None = None,
+    soft_targets: bool = False,
 ) -> Tensor:
     """Loss of logits (..., V) against target (...), reduced as `_reduction` says; `name` is the objective's,
-    for errors."""
-    num_classes = check_logits_and_target(logits, target)
-    backend = token_backend(logits.device, compute_dtype_for(logits))
-    valid, segments = _plan(
-        target, num_classes, ignore_index, reduction, num_items_in_batch, planner, min_classes, backend, False
+    for errors. class_weight: per-class weights (V,) for `token_math` (checked here; None: none).
+    soft_targets: whether the objective takes probability targets (the logits' shape) too."""
+    soft = _is_probability_target(target, name, soft_targets)
+    if soft:
+        num_classes = check_probability_target(logits, target)
+    else:
+        num_classes = check_logits_and_target(logits, target)
+    dtype = compute_dtype_for(logits)
+    plan = _plan(target, soft, num_classes, ignore_index, reduction, num_items_in_batch, planner, min_classes)
+    backend = _backend_for(logits.device, dtype, class_weight, soft)
+    valid, segments = plan(backend, fused=False)
+    token_math, target_weight = _with_class_weight(
+        token_math, class_weight, num_classes, logits, dtype, target, soft, valid, what="weight"
     )
+    # probability targets are an input that the engine reads and differentiates; class ids only plan
+    inputs = (logits, target) if soft else (logits,)
     if logits.device.type == "meta":
-        per_token = logits.to(compute_dtype_for(logits)).sum(-1)
-        return meta_token_loss(per_token, valid, reduction, num_items_in_batch)
+        per_token = sum(t.to(dtype).sum(-1) for t in inputs)
+        return meta_token_loss(per_token, valid, reduction, num_items_in_batch, target_weight)
     return chunked_token_loss(
-        (logits,),
+        inputs,
         lambda inputs, needs: LogitsSource(inputs[0], needs[0], segments),
         segments,
         token_math,
@@ -86,9 +102,11 @@ def logits_loss(
         valid=valid,
         reduction=reduction,
         num_items_in_batch=num_items_in_batch,
-        shape=target.shape,
+        shape=valid.shape,
         backend=backend,
         target=target,
+        target_weight=target_weight,
+        soft_target=soft,
     )
 
 
@@ -106,19 +124,34 @@ def linear_loss(
     num_items_in_batch: int | Tensor | None,
     planner: Planner = whole_vocabulary,
     min_classes: int = 1,
+    class_weight: Tensor | None = None,
+    soft_targets: bool = False,
 ) -> Tensor:
-    """Loss of the logits `hidden @ weight.T + bias`, never materialised: hidden (..., H), weight (V, H)."""
-    check_logits_and_target(hidden, target, what="hidden")
+    """Loss of the logits `hidden @ weight.T + bias`, never materialised: hidden (..., H), weight (V, H);
+    the other arguments as `logits_loss` (probability targets are (..., V))."""
+    soft = _is_probability_target(target, name, soft_targets)
+    if not soft:
+        check_logits_and_target(hidden, target, what="hidden")
+    else:
+        check_float_tensor("hidden", hidden)
     num_classes = check_projection(hidden, weight, bias)
-    backend = token_backend(hidden.device, compute_dtype_for(hidden, weight, bias))
-    valid, segments = _plan(
-        target, num_classes, ignore_index, reduction, num_items_in_batch, planner, min_classes, backend, True
+    if soft:
+        check_probability_target(hidden, target, num_classes=num_classes, what="hidden")
+    dtype = compute_dtype_for(hidden, weight, bias)
+    plan = _plan(target, soft, num_classes, ignore_index, reduction, num_items_in_batch, planner, min_classes)
+    backend = _backend_for(hidden.device, dtype, class_weight, soft)
+    valid, segments = plan(backend, fused=True)
+    token_math, target_weight = _with_class_weight(
+        token_math, class_weight, num_classes, hidden, dtype, target, soft, valid, what="class_weight"
     )
+    inputs = (hidden, weight, bias, target) if soft else (hidden, weight, bias)
     if hidden.device.type == "meta":
-        per_token = F.linear(hidden, weight, bias).to(compute_dtype_for(hidden, weight, bias)).sum(-1)
-        return meta_token_loss(per_token, valid, reduction, num_items_in_batch)
+        per_token = F.linear(hidden, weight, bias).to(dtype).sum(-1)
+        if soft:
+            per_token = per_token + target.to(dtype).sum(-1)
+        return meta_token_loss(per_token, valid, reduction, num_items_in_batch, target_weight)
     return chunked_token_loss(
-        (hidden, weight, bias),
+        inputs,
         lambda inputs, needs: LinearSource(*inputs, needs),
         segments,
         token_math,
@@ -126,34 +159,97 @@ def linear_loss(
         valid=valid,
         reduction=reduction,
         num_items_in_batch=num_items_in_batch,
-        shape=target.shape,
+        shape=valid.shape,
         backend=backend,
         target=target,
+        target_weight=target_weight,
+        soft_target=soft,
     )
+
+
+def _is_probability_target(target: Tensor, name: str, soft_targets: bool) -> bool:
+    """Whether `target` holds probabilities (a floating-point tensor); ValueError if the objective takes
+    only class indices."""
+    if not soft_targets:
+        refuse_probability_targets(target, name)
+    return isinstance(target, Tensor) and target.is_floating_point()
+
+
+def refuse_probability_targets(target: object, name: str) -> None:
+    """ValueError for a floating-point `target` given to objective `name`, which takes class indices only."""
+    if isinstance(target, Tensor) and target.is_floating_point():
+        raise ValueError(
+            f"{name} takes class indices as target (an integer tensor), got a {target.dtype} tensor: "
+            "of the objectives only cross_entropy takes probability targets (the registry's soft_targets)"
+        )
 
 
 def _plan(
     target: Tensor,
+    soft: bool,
     num_classes: int,
     ignore_index: int,
     reduction: str,
     num_items_in_batch: int | Tensor | None,
     planner: Planner,
     min_classes: int,
-    backend: str,
-    fused: bool,
-) -> tuple[Tensor, list[Segment]]:
+) -> Callable[..., tuple[Tensor, list[Segment]]]:
+    """Check the options; return ``plan(backend, fused)`` -> (valid (...) bool, segments). Probability
+    targets supervise every position (PyTorch has no ignore_index for them) against the whole vocabulary."""
     if num_classes < min_classes:
         raise ValueError(
             f"this objective needs at least {min_classes} classes (logits' last dim), got {num_classes}"
         )
     check_reduction_options(ignore_index, reduction)
     check_num_items(num_items_in_batch, reduction)
-    check_target_range(target, num_classes, ignore_index)
-    valid = target != ignore_index
-    if target.device.type == "meta":  # no values to plan with (see `meta_token_loss`)
-        return valid, []
-    return valid, planner(target, valid, num_classes, backend, fused)
+    if soft:
+        valid = torch.ones(target.shape[:-1], dtype=torch.bool, device=target.device)
+    else:
+        check_target_range(target, num_classes, ignore_index)
+        valid = target != ignore_index
+
+    def plan(backend: str, fused: bool) -> tuple[Tensor, list[Segment]]:
+        if target.device.type == "meta":  # no values to plan with (see `meta_token_loss`)
+            return valid, []
+        if soft:
+            return valid, [Segment(rows=torch.arange(valid.numel(), device=valid.device), target=None)]
+        return valid, planner(target, valid, num_classes, backend, fused)
+
+    return plan
+
+
+def _backend_for(device: torch.device, dtype: torch.dtype, class_weight: Tensor | None, soft: bool) -> str:
+    """The backend of this call: the Triton kernels take neither class weights nor probability targets,
+    so such calls run the PyTorch engine on every device."""
+    if class_weight is not None or soft:
+        return "torch"
+    return token_backend(device, dtype)
+
+
+def _with_class_weight(
+    token_math: TokenMath,
+    class_weight: Tensor | None,
+    num_classes: int,
+    like: Tensor,
+    dtype: torch.dtype,
+    target: Tensor,
+    soft: bool,
+    valid: Tensor,
+    *,
+    what: str,
+) -> tuple[TokenMath, Tensor | None]:
+    """`token_math` with the checked class weights in the compute dtype, and the (T,) weight of each
+    token's target class (0 where ignored), which a class-weighted "mean" divides by as PyTorch does; None
+    for probability targets, whose "mean" divides by the number of positions (PyTorch's too). `what` names
+    the weights in errors."""
+    if class_weight is None:
+        return token_math, None
+    weights = check_class_weight(class_weight, num_classes, like, name=what).to(dtype)
+    token_math = replace(token_math, class_weight=weights)
+    if soft:
+        return token_math, None
+    classes = torch.where(valid, target, 0).reshape(-1).long()  # ignored tokens: a harmless class 0
+    return token_math, weights.index_select(0, classes) * valid.reshape(-1)
 
 
 def check_projection(hidden: Tensor, weight: Tensor, bias: Tensor | None, *, what: str = "hidden") -> int:

@@ -5,7 +5,9 @@ Every objective reduces through `token_weights` (the chunked token objectives di
 loss is `sum_i w_i * loss_i` with `w_i = 0` at ignored tokens and
 
 - ``reduction="sum"``: ``w_i = 1``;
-- ``reduction="mean"``: ``w_i = 1 / max(1, number of supervised tokens)``;
+- ``reduction="mean"``: ``w_i = 1 / max(1, number of supervised tokens)``; with class weights
+  (`target_weight`, the weight of each token's target class), ``w_i = 1 / sum_j target_weight_j`` over the
+  supervised tokens, as ``F.cross_entropy(weight=...)`` divides (a sum of 0 counts as 1);
 - ``num_items_in_batch=n`` (with "mean" or "sum"): ``w_i = 1 / max(1, n)``, the Hugging Face convention that
   keeps gradient accumulation exact (the caller counts the supervised tokens of the whole global batch);
 - ``reduction="none"``: ``w_i = 1`` and the per-token losses are returned, 0 at ignored tokens.
@@ -20,9 +22,14 @@ from torch import Tensor
 
 
 def token_weights(
-    valid: Tensor, reduction: str, num_items_in_batch: int | Tensor | None, dtype: torch.dtype
+    valid: Tensor,
+    reduction: str,
+    num_items_in_batch: int | Tensor | None,
+    dtype: torch.dtype,
+    target_weight: Tensor | None = None,
 ) -> Tensor:
-    """(T,) weights of the tokens in the reduced loss, from `valid` (T,) bool; see the module docstring."""
+    """(T,) weights of the tokens in the reduced loss, from `valid` (T,) bool and, for class-weighted
+    objectives, `target_weight` (T,) (0 where not valid); see the module docstring."""
     weights = valid.to(dtype)
     if reduction == "none":
         return weights
@@ -30,7 +37,10 @@ def token_weights(
         denominator = torch.as_tensor(num_items_in_batch, device=valid.device).to(dtype)
         return weights / denominator.clamp_min(1)
     if reduction == "mean":
-        return weights / weights.sum().clamp_min(1)
+        if target_weight is None:
+            return weights / weights.sum().clamp_min(1)
+        denominator = target_weight.sum()  # may be negative, as PyTorch's weights may
+        return weights / torch.where(denominator == 0, 1, denominator)
     return weights
 
 

@@ -81,6 +81,11 @@ class TokenLossSpec:
     uses_position_ids: scores sequences, not tokens alone: takes the batch's ``position_ids``, so packed
         sequences are scored apart.
     per_item: a sum over tokens divided by their count: takes ``num_items_in_batch``, accumulation is exact.
+    class_weights: takes per-class weights (``weight=`` in the logits form and the module, ``class_weight=``
+        in the fused-linear form, whose ``weight`` is the output projection), with ``F.cross_entropy``'s
+        "mean" over the weights of the supervised targets.
+    soft_targets: takes probability targets of the logits' shape (soft labels) besides class ids; the
+        others raise ``ValueError`` on a floating-point target.
     """
 
     name: str
@@ -91,6 +96,8 @@ class TokenLossSpec:
     sequence_only: bool = False
     uses_position_ids: bool = False
     per_item: bool = True
+    class_weights: bool = False
+    soft_targets: bool = False
     problem_type: str = SINGLE_LABEL  # one class (token id) per position
 
     @property
@@ -142,9 +149,18 @@ class ClassificationLossSpec:
 TOKEN_LOSSES: dict[str, TokenLossSpec] = {
     spec.name: spec
     for spec in (
-        TokenLossSpec("cross_entropy", cross_entropy, linear_cross_entropy, CrossEntropyLoss),
+        TokenLossSpec(
+            "cross_entropy",
+            cross_entropy,
+            linear_cross_entropy,
+            CrossEntropyLoss,
+            class_weights=True,
+            soft_targets=True,
+        ),
+        # DeCE mixes its own smoothed one-hot target into the prediction: neither class weights nor soft
+        # targets have a meaning the paper gives
         TokenLossSpec("dece", dece_loss, linear_dece_loss, DeCELoss, extra_args=(1,)),
-        TokenLossSpec("gce", gce_loss, linear_gce_loss, GCELoss),
+        TokenLossSpec("gce", gce_loss, linear_gce_loss, GCELoss, class_weights=True),
         TokenLossSpec(
             "smile", smile_loss, linear_smile_loss, SMILELoss, sequence_only=True, uses_position_ids=True
         ),

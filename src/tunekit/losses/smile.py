@@ -17,7 +17,7 @@ from ._checks import (
     describe,
     sync_checks_enabled,
 )
-from ._objective import linear_loss, logits_loss
+from ._objective import linear_loss, logits_loss, refuse_probability_targets
 from ._smile_plan import plan_smile_segments
 from .token_math import TokenMath
 
@@ -132,6 +132,7 @@ def _smile_planner(
     what: str = "logits",
 ):
     _check_options(subset, num_random, first_token_mle)
+    refuse_probability_targets(target, "smile_loss" if what == "logits" else "linear_smile_loss")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     if (

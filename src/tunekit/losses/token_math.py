@@ -2,10 +2,11 @@
 
 Each function takes a chunk of candidate logits `z` (R, K) in the compute dtype (fp32, or fp64 for fp64
 inputs; read only: it may be a view of the caller's logits) and `target` (R,) int64 indices into the K
-candidates, and returns the per-token loss (R,) and, when `grad_scale` (R,) is given, the gradient of
-``sum_r grad_scale_r * loss_r`` with respect to `z` (R, K). Chunk-sized temporaries come from `workspace`
-(see `_workspace.py`), so the returned gradient is only valid until the next chunk. Candidates set to -inf
-(outside a SMILE subset) get probability 0 and gradient 0.
+candidates (or, for `soft_target_cross_entropy`, probabilities (R, K)), and returns the per-token loss (R,)
+and, when `grad_scale` (R,) is given, the gradient of ``sum_r grad_scale_r * loss_r`` with respect to
+`z` (R, K). Chunk-sized temporaries come from `workspace` (see `_workspace.py`), so the returned gradient is
+only valid until the next chunk. Candidates set to -inf (outside a SMILE subset) get probability 0 and
+gradient 0.
 
 The chunked logits path, the fused-linear path and every SMILE subset call these same functions, so an
 objective's formula lives in exactly one place; the naive references in tests/reference.py check them.
@@ -17,7 +18,7 @@ one exp and a quarter of a log for DeCE.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -65,27 +66,82 @@ def softmax_cross_entropy(
     workspace: Workspace | None = None,
     *,
     label_smoothing: float = 0.0,
+    class_weight: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """Cross-entropy with label smoothing eps over K candidates, `F.cross_entropy(z, y, label_smoothing=eps)`.
+    """Cross-entropy with label smoothing eps and class weights w (K,) (None: all 1) over K candidates,
+    ``F.cross_entropy(z, y, weight=w, label_smoothing=eps, reduction="none")``.
 
-    loss_r = logsumexp(z_r) - (1 - eps) z_{r,y} - eps/K sum_j z_{r,j}
-    grad_r = grad_scale_r * (softmax(z_r) - (1 - eps) onehot(y_r) - eps/K)
+    loss_r = a_r logsumexp(z_r) - (1 - eps) w_y z_{r,y} - eps/K sum_j w_j z_{r,j},
+        a_r = (1 - eps) w_y + eps/K sum_j w_j
+    grad_r = grad_scale_r * (a_r softmax(z_r) - (1 - eps) w_y onehot(y_r) - eps/K w)
     """
     index = target.unsqueeze(1)
+    num_classes = z.shape[-1]
     target_logit = z.gather(1, index)  # [R, 1]
     e, s, lse = _exp_shifted(z, workspace)
-    loss = lse.sub_(target_logit, alpha=1 - label_smoothing)
-    if label_smoothing:
-        num_classes = z.shape[-1]
-        loss.sub_(z.sum(-1, keepdim=True), alpha=label_smoothing / num_classes)
+    if class_weight is None:  # a_r = 1
+        on_label, total, weight_sum = 1 - label_smoothing, None, num_classes
+    else:
+        on_label = class_weight[target].unsqueeze(1).mul_(1 - label_smoothing)  # (1 - eps) w_y  [R, 1]
+        weight_sum = class_weight.sum()
+        total = on_label + weight_sum * (label_smoothing / num_classes)  # a_r  [R, 1]
+    # (lse - z_y) first: exact where it is 0 (one class, a saturated row), however large w and z
+    loss = torch.sub(lse, target_logit).mul_(on_label)
+    if label_smoothing:  # + eps/K (sum_j w_j lse - sum_j w_j z_j)
+        z_sum = z.sum(-1, keepdim=True) if class_weight is None else (z @ class_weight).unsqueeze(1)
+        loss.add_((lse * weight_sum).sub_(z_sum), alpha=label_smoothing / num_classes)
     loss = loss.squeeze(1)
     if grad_scale is None:
         return loss, None
     scale = grad_scale.unsqueeze(1)
-    grad = e.mul_(scale / s)
-    grad.scatter_add_(1, index, scale * (label_smoothing - 1))
+    grad = e.mul_(scale / s if total is None else total.mul_(scale).div_(s))
+    grad.scatter_add_(1, index, (scale * on_label).neg_())
     if label_smoothing:
-        grad.sub_(scale * (label_smoothing / num_classes))
+        if class_weight is None:
+            grad.sub_(scale * (label_smoothing / num_classes))
+        else:  # broadcast (R, 1) x (K,) in place: no [R, K] temporary
+            grad.addcmul_(scale, class_weight, value=-label_smoothing / num_classes)
+    return loss, grad
+
+
+def soft_target_cross_entropy(
+    z: Tensor,
+    target: Tensor,
+    grad_scale: Tensor | None = None,
+    workspace: Workspace | None = None,
+    *,
+    label_smoothing: float = 0.0,
+    class_weight: Tensor | None = None,
+    target_grad: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Cross-entropy against probability targets t (R, K) (any non-negative values: not renormalised, as in
+    PyTorch), ``F.cross_entropy(z, t, weight=w, label_smoothing=eps, reduction="none")``.
+
+    u = w * ((1 - eps) t + eps/K)     (the smoothed, weighted target; w = 1 when None)
+    loss_r = sum_j u_{r,j} (logsumexp(z_r) - z_{r,j})
+    grad_r = grad_scale_r * (softmax(z_r) sum_j u_{r,j} - u_r)
+    When `target_grad` (R, K) is given, the gradient with respect to t is written into it:
+    grad_scale_r * (1 - eps) w (logsumexp(z_r) - z_r).
+    """
+    num_classes = z.shape[-1]
+    u = torch.mul(target, 1 - label_smoothing, out=scratch(workspace, "smoothed", z))
+    if label_smoothing:
+        u.add_(label_smoothing / num_classes)
+    if class_weight is not None:
+        u.mul_(class_weight)
+    mass = u.sum(-1, keepdim=True)  # [R, 1]
+    e, s, lse = _exp_shifted(z, workspace)
+    # sum_j u_j z_j as a batched dot product: no [R, K] product
+    loss = (lse * mass).squeeze(1).sub_(torch.bmm(u.unsqueeze(1), z.unsqueeze(2)).view(-1))
+    if target_grad is not None:
+        # (1 - eps) w (lse - z) grad_scale: the chunk's rows of the target's gradient
+        torch.sub(lse, z, out=target_grad).mul_(grad_scale.unsqueeze(1) * (1 - label_smoothing))
+        if class_weight is not None:
+            target_grad.mul_(class_weight)
+    if grad_scale is None:
+        return loss, None
+    scale = grad_scale.unsqueeze(1)
+    grad = e.mul_(mass.mul_(scale).div_(s)).sub_(u.mul_(scale))
     return loss, grad
 
 
@@ -96,11 +152,14 @@ def generalized_cross_entropy(
     workspace: Workspace | None = None,
     *,
     q: float,
+    class_weight: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """GCE (Zhang & Sabuncu 2018), the L_q loss: cross-entropy as q -> 0, 1 - p_y (MAE / 2) at q = 1.
 
-    loss_r = (1 - p_y^q) / q,  p_y^q = exp(q log p_y),  log p_y = (z_y - max z) - log sum_j exp(z_j - max z)
-    grad_r = grad_scale_r * p_y^q * (softmax(z_r) - onehot(y_r))
+    loss_r = w_y (1 - p_y^q) / q,  p_y^q = exp(q log p_y),
+    log p_y = (z_y - max z) - log sum_j exp(z_j - max z)
+    grad_r = grad_scale_r * w_y * p_y^q * (softmax(z_r) - onehot(y_r))
+    with class weights w (K,) (None: all 1), as ``F.cross_entropy``'s weight scales -log p_y.
     p_y^q comes from log p_y, never from p_y, so it is exact when p_y underflows (saturated logits: loss
     1/q, gradient 0), and the loss is -expm1(q log p_y) / q, exact when p_y is close to 1 or q is small.
     """
@@ -112,9 +171,13 @@ def generalized_cross_entropy(
     s = e.sum(dim=-1, keepdim=True)
     q_log_p = log_p_target.sub_(s.log()).mul_(q)  # [R, 1], <= 0
     loss = torch.expm1(q_log_p).div_(-q).squeeze(1)
+    target_weight = None if class_weight is None else class_weight[target]  # [R]
+    if target_weight is not None:
+        loss.mul_(target_weight)
     if grad_scale is None:
         return loss, None
-    scale = q_log_p.exp_().mul_(grad_scale.unsqueeze(1))  # grad_scale * p_y^q
+    scale = grad_scale if target_weight is None else grad_scale * target_weight
+    scale = q_log_p.exp_().mul_(scale.unsqueeze(1))  # grad_scale * w_y * p_y^q
     grad = e.mul_(scale / s)
     grad.scatter_add_(1, index, scale.neg_())
     return loss, grad
@@ -173,25 +236,44 @@ def deceptive_cross_entropy(
 @dataclass(frozen=True)
 class TokenMath:
     """An objective's per-token math: ``kind`` ("cross_entropy", "gce" or "dece"; "none" scores nothing,
-    for a pass that only records statistics) and its constants (``param`` is GCE's q or DeCE's alpha).
-    Called as the functions above, ``math(z, target, grad_scale, workspace)``; the Triton backend reads the
-    same fields."""
+    for a pass that only records statistics) and its constants (``param`` is GCE's q or DeCE's alpha;
+    ``class_weight`` (K,) in the compute dtype, cross-entropy's and GCE's per-class weights, whole-vocabulary
+    candidates only). Called as the functions above, ``math(z, target, grad_scale, workspace)``, where
+    cross-entropy's target may also be probabilities (R, K) (`soft_target_cross_entropy`, which also fills
+    `target_grad`). The Triton backend reads the same fields and takes neither class weights nor
+    probability targets (`_objective.py` runs those on the PyTorch engine)."""
 
     kind: str
     label_smoothing: float = 0.0
     param: float = 0.0
+    class_weight: Tensor | None = field(default=None, compare=False)
 
     def __call__(
-        self, z: Tensor, target: Tensor, grad_scale: Tensor | None = None, workspace: Workspace | None = None
+        self,
+        z: Tensor,
+        target: Tensor,
+        grad_scale: Tensor | None = None,
+        workspace: Workspace | None = None,
+        target_grad: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         if self.kind == "none":
             return z.new_zeros(z.shape[0]), None
         if self.kind == "cross_entropy":
-            return softmax_cross_entropy(
-                z, target, grad_scale, workspace, label_smoothing=self.label_smoothing
+            math = soft_target_cross_entropy if target.is_floating_point() else softmax_cross_entropy
+            options = {"target_grad": target_grad} if target.is_floating_point() else {}
+            return math(
+                z,
+                target,
+                grad_scale,
+                workspace,
+                label_smoothing=self.label_smoothing,
+                class_weight=self.class_weight,
+                **options,
             )
         if self.kind == "gce":
-            return generalized_cross_entropy(z, target, grad_scale, workspace, q=self.param)
+            return generalized_cross_entropy(
+                z, target, grad_scale, workspace, q=self.param, class_weight=self.class_weight
+            )
         return deceptive_cross_entropy(
             z, target, grad_scale, workspace, alpha=self.param, label_smoothing=self.label_smoothing
         )

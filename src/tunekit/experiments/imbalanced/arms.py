@@ -1,10 +1,9 @@
 """The arms of the imbalanced experiment: the objective each trains with and its options.
 
-Class-weighted cross-entropy is `focal_loss` with ``gamma=0`` and a per-class ``alpha``: tunekit's
-`cross_entropy` takes no class weights. Per item that is ``alpha[y] * CE``; "mean" divides by the number of
-items (as torchvision's focal loss does), not by the sum of the items' weights as
-``F.cross_entropy(weight=...)`` does, so the two differ by a per-batch factor, not in the direction of the
-gradient of any one batch.
+Class-weighted cross-entropy is `cross_entropy` with ``weight=`` scikit-learn's "balanced" weights: per item
+``w[y] * CE``. The Trainer passes ``num_items_in_batch`` (the batch's label count), so the weighted sum is
+divided by that count, Hugging Face's convention, not by the sum of the batch's ``w[y]`` as
+``F.cross_entropy(weight=...)``'s "mean" would: exactly what ``focal_loss(gamma=0, alpha=w)`` computes.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ def balanced_weights(counts: Sequence[int]) -> list[float]:
 # arm -> (objective in CLASSIFICATION_LOSSES, options from (config, training counts per class))
 ARMS: dict[str, tuple[str, Callable[[Any, Sequence[int]], dict]]] = {
     "cross_entropy": ("cross_entropy", lambda config, counts: {}),
-    "weighted_ce": ("focal", lambda config, counts: {"gamma": 0.0, "alpha": balanced_weights(counts)}),
+    "weighted_ce": ("cross_entropy", lambda config, counts: {"weight": balanced_weights(counts)}),
     "focal": ("focal", lambda config, counts: {"gamma": config.focal_gamma}),
     "dice": ("dice", lambda config, counts: {}),
 }

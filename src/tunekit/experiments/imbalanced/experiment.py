@@ -138,6 +138,9 @@ def run_arm(
     return {
         "objective": objective,
         "options": options,
+        # the per-class weights trained with ([] for none); results saved before weighted_ce was
+        # cross_entropy(weight=) lack it, so they are run again rather than reported as this arm
+        "class_weights": options.get("weight", []),
         "counts": counts,
         "minority_f1": M.f1_score(default, test_labels),
         "pr_auc": M.average_precision(test_scores, test_labels),
@@ -180,6 +183,14 @@ IMBALANCED = register(
         prepare=prepare,
         run_arm=run_arm,
         report=_report,
-        result_fields=("objective", "counts", "minority_f1", "pr_auc", "macro_f1", "predicted_positive_rate"),
+        result_fields=(
+            "objective",
+            "class_weights",
+            "counts",
+            "minority_f1",
+            "pr_auc",
+            "macro_f1",
+            "predicted_positive_rate",
+        ),
     )
 )

@@ -105,10 +105,12 @@ def write_report(config: Any, results: list, report_dir: Path) -> str:
         "",
         markdown_table(headers, rows),
         "",
-        "Arms: `cross_entropy` (tunekit's `cross_entropy`), `weighted_ce` (`focal_loss` with gamma 0 and the "
-        f"balanced class weights {[round(w, 3) for w in _weights(by_arm)]}: tunekit's `cross_entropy` has no "
-        f"class weights), `focal` (`focal_loss`, gamma {config.focal_gamma}, no alpha), `dice` (batch dice "
-        "over both classes, `CLASSIFICATION_LOSSES['dice']`).",
+        "Arms: `cross_entropy` (tunekit's `cross_entropy`), `weighted_ce` (`cross_entropy` with `weight=` "
+        f"the balanced class weights {[round(w, 3) for w in _weights(by_arm)]}; the Trainer passes "
+        "`num_items_in_batch`, so the weighted sum is divided by the batch's label count, Hugging Face's "
+        "convention, not by the sum of the labels' weights), "
+        f"`focal` (`focal_loss`, gamma {config.focal_gamma}, no alpha), `dice` (batch dice over both "
+        "classes, `CLASSIFICATION_LOSSES['dice']`).",
         "",
         "Against cross-entropy (a difference counts as real when the means differ by more than the two "
         "standard deviations added):",
@@ -138,8 +140,8 @@ def write_report(config: Any, results: list, report_dir: Path) -> str:
 
 def _weights(by_arm: dict[str, list[dict]]) -> list[float]:
     for runs in by_arm.values():
-        if "alpha" in runs[0]["options"]:
-            return runs[0]["options"]["alpha"]
+        if runs[0]["class_weights"]:
+            return runs[0]["class_weights"]
     from .arms import balanced_weights
 
     return balanced_weights(next(iter(by_arm.values()))[0]["counts"]["train"])
