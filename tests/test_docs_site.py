@@ -208,6 +208,25 @@ def test_the_readme_benchmark_line_is_the_measured_files():
     assert (line.group(3), line.group(4)) == (f"{time:.2f}", f"{memory:.2f}")
 
 
+def test_the_readme_options_benchmark_line_is_the_measured_files():
+    runs = json.loads((ROOT / "benchmarks" / "measured" / "cpu-2cores-options.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    line = re.search(
+        r"At the same size,\s+with class weights.*?took ([\d.]+)x the time of `F.cross_entropy\(weight=\)`.*?"
+        r"probability targets ([\d.]+)x\s+that of `F.cross_entropy`",
+        readme,
+        flags=re.DOTALL,
+    )
+    assert line, "the README's line on class weights and probability targets"
+    size = re.search(r"T = ([\d,]+) tokens and V = ([\d,]+)", readme)
+    tokens, vocab = (int(group.replace(",", "")) for group in size.groups())
+    run = next(r for r in runs if (r["kind"], r["tokens"], r["vocab"]) == ("logits", tokens, vocab))
+    times = run["time_s"]
+    weighted = times["tunekit cross_entropy weight"] / times["F.cross_entropy weight"]
+    soft = times["tunekit cross_entropy soft"] / times["F.cross_entropy soft"]
+    assert line.groups() == (f"{weighted:.2f}", f"{soft:.2f}")
+
+
 def test_a_marker_without_its_source_stops_the_build(tmp_path):
     from mkdocs.exceptions import PluginError
 
