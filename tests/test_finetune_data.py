@@ -376,7 +376,7 @@ def test_a_yaml_config_with_a_bad_field_names_it(tmp_path):
         (
             {"train_file": "d.jsonl", "objective_options": "gamma: 2"},
             r"objective_options: cross_entropy has no option gamma; "
-            r"its options: label_smoothing \(default 0.0\)",
+            r"its options: weight \(default None\), label_smoothing \(default 0.0\)",
         ),
         (
             {"train_file": "d.jsonl", "objective": "focal", "objective_options": "gamma: -1"},

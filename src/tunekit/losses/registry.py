@@ -12,7 +12,7 @@ Example::
     >>> objectives_for("sequence_classification", "regression")
     ('mse_corr',)
     >>> dict(TOKEN_LOSSES["gce"].options)
-    {'q': 0.7}
+    {'q': 0.7, 'weight': None}
 """
 
 from __future__ import annotations
