@@ -82,9 +82,19 @@ def logits_loss(
     else:
         num_classes = check_logits_and_target(logits, target)
     dtype = compute_dtype_for(logits)
-    plan = _plan(target, soft, num_classes, ignore_index, reduction, num_items_in_batch, planner, min_classes)
     backend = _backend_for(logits.device, dtype, class_weight, soft)
-    valid, segments = plan(backend, fused=False)
+    valid, segments = _plan(
+        target,
+        soft,
+        num_classes,
+        ignore_index,
+        reduction,
+        num_items_in_batch,
+        planner,
+        min_classes,
+        backend,
+        False,
+    )
     token_math, target_weight = _with_class_weight(
         token_math, class_weight, num_classes, logits, dtype, target, soft, valid, what="weight"
     )
@@ -138,9 +148,19 @@ def linear_loss(
     if soft:
         check_probability_target(hidden, target, num_classes=num_classes, what="hidden")
     dtype = compute_dtype_for(hidden, weight, bias)
-    plan = _plan(target, soft, num_classes, ignore_index, reduction, num_items_in_batch, planner, min_classes)
     backend = _backend_for(hidden.device, dtype, class_weight, soft)
-    valid, segments = plan(backend, fused=True)
+    valid, segments = _plan(
+        target,
+        soft,
+        num_classes,
+        ignore_index,
+        reduction,
+        num_items_in_batch,
+        planner,
+        min_classes,
+        backend,
+        True,
+    )
     token_math, target_weight = _with_class_weight(
         token_math, class_weight, num_classes, hidden, dtype, target, soft, valid, what="class_weight"
     )
@@ -193,9 +213,11 @@ def _plan(
     num_items_in_batch: int | Tensor | None,
     planner: Planner,
     min_classes: int,
-) -> Callable[..., tuple[Tensor, list[Segment]]]:
-    """Check the options; return ``plan(backend, fused)`` -> (valid (...) bool, segments). Probability
-    targets supervise every position (PyTorch has no ignore_index for them) against the whole vocabulary."""
+    backend: str,
+    fused: bool,
+) -> tuple[Tensor, list[Segment]]:
+    """Check the options; return (valid (...) bool, segments). Probability targets supervise every position
+    (PyTorch has no ignore_index for them) against the whole vocabulary."""
     if num_classes < min_classes:
         raise ValueError(
             f"this objective needs at least {min_classes} classes (logits' last dim), got {num_classes}"
@@ -207,15 +229,11 @@ def _plan(
     else:
         check_target_range(target, num_classes, ignore_index)
         valid = target != ignore_index
-
-    def plan(backend: str, fused: bool) -> tuple[Tensor, list[Segment]]:
-        if target.device.type == "meta":  # no values to plan with (see `meta_token_loss`)
-            return valid, []
-        if soft:
-            return valid, [Segment(rows=torch.arange(valid.numel(), device=valid.device), target=None)]
-        return valid, planner(target, valid, num_classes, backend, fused)
-
-    return plan
+    if target.device.type == "meta":  # no values to plan with (see `meta_token_loss`)
+        return valid, []
+    if soft:
+        return valid, [Segment(rows=torch.arange(valid.numel(), device=valid.device), target=None)]
+    return valid, planner(target, valid, num_classes, backend, fused)
 
 
 def _backend_for(device: torch.device, dtype: torch.dtype, class_weight: Tensor | None, soft: bool) -> str:
