@@ -318,6 +318,7 @@ class TokenLossJob:
             targets = LogitsSource(inputs[-1], needs[-1], self.segments)
             target_workspace = Workspace(self.device)  # its reads must not reuse the logits' buffers
             inputs, needs = inputs[:-1], needs[:-1]
+        need_source_grad = any(needs)  # the logits' (or hidden, weight, bias), not only the targets'
         source = self.make_source(inputs, needs)
         workspace = Workspace(self.device)
         losses = torch.zeros(self.num_tokens, dtype=self.dtype, device=self.device)
@@ -352,7 +353,7 @@ class TokenLossJob:
                     target_grad = workspace.like("target_grad", z) if targets.grad is not None else None
                 loss, dz = self._math_in_pieces(z, target, scale, workspace, rows, record, target_grad)
                 losses.index_copy_(0, rows, loss)
-                if any(needs):
+                if need_source_grad:
                     source.backprop(rows, part_candidates, dz, chunk, span, workspace)
                 if target_grad is not None:
                     targets.backprop(rows, None, target_grad, None, span, target_workspace)
